@@ -1,0 +1,74 @@
+"""underway: durable background jobs whose progress shows live wherever people watch them."""
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .app import App
+from .config import Settings
+from .context import Context, TaskTimeout
+from .events import Event, EventType
+from .exceptions import (
+    Cancelled,
+    ConfigError,
+    InvalidArguments,
+    InvalidTransition,
+    JobNotFound,
+    LeaseLost,
+    SchemaError,
+    ServerError,
+    StoreError,
+    TaskNotFound,
+    UnderwayError,
+)
+from .jobs import Job, Status
+from .tasks import Task
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client
+
+__version__ = "0.1.0"
+
+# A library logs; the program decides where to (without this, warnings of tasks would reach
+# stderr through logging's last-resort handler in programs that configured nothing).
+logging.getLogger("underway").addHandler(logging.NullHandler())
+
+__all__ = [
+    "App",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "ConfigError",
+    "Context",
+    "Event",
+    "EventType",
+    "InvalidArguments",
+    "InvalidTransition",
+    "Job",
+    "JobNotFound",
+    "LeaseLost",
+    "SchemaError",
+    "ServerError",
+    "Settings",
+    "Status",
+    "StoreError",
+    "Task",
+    "TaskNotFound",
+    "TaskTimeout",
+    "UnderwayError",
+    "Worker",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``Client`` and ``AsyncClient`` are imported on first use: workers need no httpx."""
+    if name in ("AsyncClient", "Client"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'underway' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,5 @@
+"""``python -m underway``: the command line."""
+
+from .cli import main
+
+main(prog_name="underway")

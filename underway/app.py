@@ -1,0 +1,444 @@
+"""The App: registers tasks, opens the store, submits, watches, cancels and answers jobs.
+
+The core is async. Every call a sync program needs has a blocking twin named ``*_sync``; those
+run the async call on a private event loop in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, overload
+from weakref import WeakKeyDictionary
+
+from .bus import Bus, Overflow
+from .config import Settings
+from .events import Event, dumps
+from .exceptions import InvalidArguments, InvalidTransition, JobNotFound, TaskNotFound
+from .jobs import Job, Status, new_job_id
+from .retry import RetryPolicy
+from .store import JobFilter, NewJob, Store, open_store
+from .tasks import SubmitOptions, Task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+DEFAULT_QUEUE = "default"
+#: Seconds ``close()`` waits for the event feed of another loop to stop.
+FOREIGN_CLOSE_TIMEOUT = 1.0
+#: Bounds of submission times: what lies outside cannot be written as an ISO 8601 timestamp.
+LATEST_RUN_AT = 253402300799.0  # 9999-12-31T23:59:59Z
+MAX_DELAY = 366 * 86400.0
+#: ``wait()`` reads the job again after this long without an event, as a safety net.
+WAIT_RECHECK = 5.0
+
+
+class App:
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None) -> None:
+        settings = settings or Settings.from_env()
+        self.settings = settings.replace(url=url)
+        self.tasks: dict[str, Task[..., Any]] = {}
+        self._store: Store | None = None
+        self._opened = False
+        self._open_lock = threading.Lock()
+        self._buses: WeakKeyDictionary[asyncio.AbstractEventLoop, Bus] = WeakKeyDictionary()
+        self._portal: _Portal | None = None
+
+    def __repr__(self) -> str:
+        return f"<underway.App {self.settings.url} tasks={sorted(self.tasks)}>"
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R]) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retries: int = 0,
+        timeout: float | None = None,
+        priority: int = 0,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 300.0,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retries: int = 0,
+        timeout: float | None = None,
+        priority: int = 0,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 300.0,
+        non_retryable: tuple[type[BaseException], ...] = (),
+    ) -> Task[..., Any] | Callable[[Callable[..., Any]], Task[..., Any]]:
+        """Register a task: ``@app.task`` or ``@app.task(queue="scrape", retries=3, timeout=600)``.
+
+        ``retries=N`` allows N re-runs after the first attempt, with exponential backoff from
+        ``retry_delay`` seconds (with jitter) up to ``max_retry_delay``. Exceptions of the
+        ``non_retryable`` types fail the job at once.
+        """
+        if retries < 0:
+            raise ValueError("retries must not be negative")
+        policy = RetryPolicy(
+            max_attempts=retries + 1,
+            base_delay=retry_delay,
+            max_delay=max_retry_delay,
+            non_retryable=non_retryable,
+        )
+
+        def register(fn: Callable[..., Any]) -> Task[..., Any]:
+            task_name = name or default_task_name(fn)
+            if task_name in self.tasks:
+                raise ValueError(f"a task named {task_name!r} is already registered")
+            task: Task[..., Any] = Task(
+                self, fn, name=task_name, queue=queue, priority=priority, timeout=timeout, retry=policy
+            )
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task[..., Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise TaskNotFound(
+                f"no task named {name!r} (registered: {known})", details={"task": name}
+            ) from None
+
+    # -- store ---------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._open_lock:
+                if self._store is None:
+                    self._store = open_store(self.settings.url, poll_interval=self.settings.poll_interval)
+        return self._store
+
+    async def open(self) -> None:
+        """Connect to the store and migrate it (done on first use anyway)."""
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+
+    async def close(self) -> None:
+        here = asyncio.get_running_loop()
+        for loop, bus in list(self._buses.items()):
+            if loop is here:
+                await bus.close()
+            elif loop.is_running():
+                # A bus lives on its own loop (the portal's, say): close it there.
+                closing = asyncio.run_coroutine_threadsafe(bus.close(), loop)
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(closing), FOREIGN_CLOSE_TIMEOUT)
+                except TimeoutError:
+                    pass
+        self._buses.clear()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        if self._portal is not None:  # after the store, which closes its watch on the portal's loop
+            self._portal.stop()
+            self._portal = None
+        self._opened = False
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def bus(self) -> Bus:
+        """The event fan-out of this process for the running event loop."""
+        loop = asyncio.get_running_loop()
+        bus = self._buses.get(loop)
+        if bus is None:
+            bus = self._buses[loop] = Bus(self.store)
+        return bus
+
+    async def _ready(self) -> Store:
+        if not self._opened:
+            await self.open()
+        return self.store
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task: Task[..., Any] | str,
+        args: dict[str, Any] | None = None,
+        *,
+        options: SubmitOptions | None = None,
+        **option_values: Any,
+    ) -> Job:
+        """Validate the arguments, store a ``queued`` job and return it.
+
+        ``options`` (or keyword options: ``queue``, ``priority``, ``delay``, ``run_at``,
+        ``max_attempts``, ``timeout``, ``labels``, ``owner``) override the task's defaults.
+        """
+        new = self.new_job(task, args or {}, options or SubmitOptions(**option_values))
+        store = await self._ready()
+        (job,) = await store.enqueue([new])
+        return job
+
+    def new_job(self, task: Task[..., Any] | str, args: dict[str, Any], options: SubmitOptions) -> NewJob:
+        """The job a submission would store (validated; nothing stored yet)."""
+        task = self.get_task(task) if isinstance(task, str) else task
+        now = time.time()
+        if options.run_at is not None and options.delay is not None:
+            raise InvalidArguments("give either run_at or delay, not both")
+        if options.max_attempts is not None and options.max_attempts < 1:
+            raise InvalidArguments("max_attempts must be at least 1")
+        if options.timeout is not None and options.timeout <= 0:
+            raise InvalidArguments("timeout must be greater than 0")
+        if options.delay is not None and not 0 <= options.delay <= MAX_DELAY:
+            raise InvalidArguments(f"delay must be between 0 and {MAX_DELAY:g} seconds")
+        if options.run_at is not None and not 0 <= options.run_at <= LATEST_RUN_AT:
+            raise InvalidArguments("run_at must be a time between 1970 and 9999 (seconds since the epoch)")
+        run_at = options.run_at if options.run_at is not None else now + (options.delay or 0.0)
+        return NewJob(
+            id=new_job_id(),
+            queue=options.queue or task.queue,
+            task=task.name,
+            args=task.validate(args),
+            priority=task.priority if options.priority is None else options.priority,
+            run_at=run_at,
+            max_attempts=options.max_attempts or task.retry.max_attempts,
+            timeout=options.timeout or task.timeout,
+            owner=options.owner,
+            labels=dict(options.labels or {}),
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        job = await (await self._ready()).get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: Sequence[Status | str] = (),
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Job]:
+        job_filter = JobFilter(statuses=tuple(Status(s) for s in status), queue=queue, task=task)
+        return await (await self._ready()).list_jobs(job_filter, limit=limit, before=before)
+
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
+        return await (await self._ready()).events(job_id, after=after, limit=limit)
+
+    async def watch(self, job_id: str, *, after: int = 0) -> AsyncIterator[Event]:
+        """Every event of the job after ``after``, first from the store then live, until it ends.
+
+        Live ``progress`` events may be coalesced (a newer one replaces one not yet read);
+        every other event arrives once, in ``seq`` order.
+        """
+        store = await self._ready()
+        with await self.bus().subscribe(job_id) as subscription:
+            last = after
+            history = await self._history(store, job_id, last)
+            for past in history:
+                last = past.seq
+                yield past
+                if past.ends_job and past is history[-1]:  # not a run a manual retry followed
+                    return
+            while True:
+                try:
+                    event = await subscription.get()
+                except Overflow:
+                    for missed in await self._history(store, job_id, last):
+                        last = missed.seq
+                        yield missed
+                        if missed.ends_job:
+                            return
+                    continue
+                if event is None or event.seq <= last:
+                    continue
+                last = event.seq
+                yield event
+                if event.ends_job:
+                    return
+
+    async def _history(self, store: Store, job_id: str, after: int) -> list[Event]:
+        events = await store.events(job_id, after=after, limit=1_000_000)
+        if not events and after == 0 and await store.get(job_id) is None:
+            raise JobNotFound(job_id)
+        return events
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job ends and return it; ``TimeoutError`` after ``timeout`` seconds."""
+
+        async def until_end() -> Job:
+            with await self.bus().subscribe(job_id) as subscription:
+                job = await self.get(job_id)
+                while not job.terminal:
+                    try:
+                        event = await subscription.get(timeout=WAIT_RECHECK)
+                    except Overflow:
+                        event = None
+                    if event is None or event.ends_job:
+                        job = await self.get(job_id)
+                return job
+
+        return await asyncio.wait_for(until_end(), timeout)
+
+    # -- changing ------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: at once if queued; a running or waiting one is asked to stop."""
+        store = await self._ready()
+        changed = await store.cancel(JobFilter(ids=(job_id,)))
+        if changed:
+            return changed[0]
+        job = await self.get(job_id)
+        if job.terminal:
+            raise InvalidTransition(
+                f"job {job_id} already ended ({job.status.value}): there is nothing to cancel",
+                details={"status": job.status.value},
+            )
+        return job
+
+    async def cancel_all(
+        self, *, queue: str | None = None, task: str | None = None, status: Sequence[Status | str] = ()
+    ) -> int:
+        """Cancel every unfinished job that matches; return how many were cancelled or asked to stop."""
+        job_filter = JobFilter(statuses=tuple(Status(s) for s in status), queue=queue, task=task)
+        return len(await (await self._ready()).cancel(job_filter))
+
+    async def answer(self, job_id: str, value: Any, key: str | None = None) -> Job:
+        """Answer the question a ``waiting`` job asks; the job resumes."""
+        job = await self.get(job_id)
+        if job.status is not Status.WAITING or job.prompt is None:
+            raise InvalidTransition(
+                f"job {job_id} is {job.status.value}, not waiting for an answer",
+                details={"status": job.status.value},
+            )
+        options = job.prompt.get("options")
+        if options is not None and dumps(value) not in {dumps(option) for option in options}:
+            raise InvalidArguments(
+                f"the answer must be one of {options!r}, not {value!r}", details={"options": options}
+            )
+        return await self.store.answer(job_id, key or job.prompt["key"], value)
+
+    async def retry(self, job_id: str) -> Job:
+        """Run a finished job again (same id; it gets the task's full number of attempts)."""
+        job = await self.get(job_id)
+        attempts = self.tasks[job.task].retry.max_attempts if job.task in self.tasks else 1
+        return await self.store.retry(job_id, max_attempts=job.attempt + attempts)
+
+    async def delete(self, job_id: str) -> None:
+        await (await self._ready()).delete(job_id)
+
+    # -- blocking twins ------------------------------------------------------------------------
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._portal is None:
+            with self._open_lock:
+                if self._portal is None:
+                    self._portal = _Portal()
+        return self._portal.call(coro)
+
+    def submit_sync(
+        self,
+        task: Task[..., Any] | str,
+        args: dict[str, Any] | None = None,
+        *,
+        options: SubmitOptions | None = None,
+        **option_values: Any,
+    ) -> Job:
+        return self._sync(self.submit(task, args, options=options, **option_values))
+
+    def get_sync(self, job_id: str) -> Job:
+        return self._sync(self.get(job_id))
+
+    def list_jobs_sync(self, **filters: Any) -> list[Job]:
+        return self._sync(self.list_jobs(**filters))
+
+    def cancel_sync(self, job_id: str) -> Job:
+        return self._sync(self.cancel(job_id))
+
+    def cancel_all_sync(self, **filters: Any) -> int:
+        return self._sync(self.cancel_all(**filters))
+
+    def answer_sync(self, job_id: str, value: Any, key: str | None = None) -> Job:
+        return self._sync(self.answer(job_id, value, key))
+
+    def retry_sync(self, job_id: str) -> Job:
+        return self._sync(self.retry(job_id))
+
+    def wait_sync(self, job_id: str, timeout: float | None = None) -> Job:
+        return self._sync(self.wait(job_id, timeout))
+
+    def close_sync(self) -> None:
+        portal, self._portal = self._portal, None
+        if portal is not None:
+            portal.call(self.close())
+            portal.stop()
+
+
+class _Portal:
+    """An event loop in a daemon thread that runs the ``*_sync`` calls."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="underway-sync", daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            coro.close()
+            raise RuntimeError("a *_sync method was called from underway's own loop: await the async one")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def stop(self) -> None:
+        """Cancel what still runs on the loop (change polls, event feeds), stop and close it."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("the sync portal cannot stop itself: call close_sync() from outside")
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+async def _cancel_all() -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """``module.function``; for a script run as ``__main__``, its file's name stands for the module,
+    so that ``python jobs.py`` submits the names that ``underway --app jobs:app worker`` runs."""
+    module = fn.__module__
+    if module == "__main__":
+        main_file = getattr(sys.modules["__main__"], "__file__", None)
+        module = Path(main_file).stem if main_file else "__main__"
+    return f"{module}.{fn.__qualname__}"

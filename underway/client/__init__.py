@@ -1,0 +1,24 @@
+"""The Python client of underway's HTTP API: :class:`Client` (blocking) and :class:`AsyncClient`.
+
+::
+
+    with underway.Client("http://127.0.0.1:8000/api") as client:
+        job = client.submit("scrape", {"keyword": "rust", "source": "hn"})
+        for event in client.watch(job.id):  # reconnects and resumes by itself
+            print(event.seq, event.type, event.data)
+
+The twins share every piece that does no I/O (``_base``: each request as a ``Call`` and how
+to read its answer, ``wait()`` as a plan of calls, the state of a ``watch()``); they differ only
+in how they send (``httpx.Client`` / ``httpx.AsyncClient``) and sleep.
+
+Errors come back as underway's own exceptions: 404 → :class:`~underway.JobNotFound`, 409 →
+:class:`~underway.InvalidTransition`, 422 → :class:`~underway.TaskNotFound` or
+:class:`~underway.InvalidArguments`; anything else, and a server that cannot be reached, →
+:class:`~underway.ServerError` (with ``status`` and ``code``).
+"""
+
+from ._async import AsyncClient
+from ._base import DEFAULT_BASE_URL, EventPage, JobPage, exception_for
+from ._sync import Client
+
+__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "Client", "EventPage", "JobPage", "exception_for"]

@@ -1,0 +1,208 @@
+"""The asynchronous client: :class:`AsyncClient`, over ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+from httpx_sse import EventSource, aconnect_sse
+
+from ..events import Event, EventType
+from ..jobs import Job, Status
+from ._base import (
+    DEFAULT_BASE_URL,
+    RECONNECT_TIMEOUT,
+    STREAM_ERRORS,
+    BaseClient,
+    Call,
+    EventPage,
+    JobPage,
+    Json,
+    Stream,
+)
+
+T = TypeVar("T")
+
+
+class AsyncClient(BaseClient):
+    """The asynchronous twin of :class:`Client` (one ``httpx.AsyncClient``): the same methods,
+    to be awaited, and ``watch()`` is an async iterator. Use it as an async context manager,
+    or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.body,
+                timeout=self._request_timeout(call),
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return self._read(call, response)
+
+    async def submit(
+        self,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: float | datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Job:
+        """Queue a job of ``task``: see :meth:`Client.submit`."""
+        return await self._send(
+            self._submit_call(
+                task,
+                args,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                labels=labels,
+            )
+        )
+
+    async def get(self, job_id: str) -> Job:
+        return await self._send(self._get_call(job_id))
+
+    async def list(
+        self,
+        *,
+        status: Status | str | Iterable[Status | str] | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first: see :meth:`Client.list`."""
+        call = self._list_call(status=status, queue=queue, task=task, label=label, limit=limit, cursor=cursor)
+        return await self._send(call)
+
+    async def events(
+        self,
+        job_id: str,
+        after: int = 0,
+        wait: float = 0,
+        types: Iterable[EventType | str] = (),
+        *,
+        limit: int = 1000,
+    ) -> EventPage:
+        """The job's events after ``after``, long-polled with ``wait``: see :meth:`Client.events`."""
+        return await self._send(self._events_call(job_id, after=after, wait=wait, types=types, limit=limit))
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._send(self._change_call(job_id, "cancel"))
+
+    async def cancel_all(
+        self, *, queue: str | None = None, task: str | None = None, status: Iterable[Status | str] = ()
+    ) -> int:
+        return await self._send(self._cancel_all_call(queue=queue, task=task, status=status))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._send(self._change_call(job_id, "retry"))
+
+    async def answer(self, job_id: str, value: Any, key: str | None = None) -> Job:
+        return await self._send(self._answer_call(job_id, value, key))
+
+    async def delete(self, job_id: str) -> None:
+        await self._send(self._delete_call(job_id))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job ends and return it: see :meth:`Client.wait`."""
+        plan = self._wait_plan(job_id, timeout)
+        answer: Any = None
+        while True:
+            try:
+                call = plan.send(answer)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            answer = await self._send(call)
+
+    async def tasks(self) -> builtins.list[Json]:
+        return await self._send(self._service_call("/tasks", "tasks"))
+
+    async def workers(self) -> builtins.list[Json]:
+        return await self._send(self._service_call("/workers", "workers"))
+
+    async def health(self) -> Json:
+        return await self._send(self._health_call())
+
+    async def watch(
+        self, job_id: str, after: int = 0, *, reconnect_timeout: float = RECONNECT_TIMEOUT
+    ) -> AsyncGenerator[Event, None]:
+        """The job's events as they happen, reconnecting by itself: see :meth:`Client.watch`.
+
+        To stop early, close it: ``async with contextlib.aclosing(client.watch(id)) as events:``.
+        """
+        stream = self._stream(job_id, after, reconnect_timeout)
+        while not stream.done:
+            try:
+                async with (
+                    aconnect_sse(
+                        self._http,
+                        "GET",
+                        stream.path,
+                        headers=stream.headers(),
+                        timeout=self._stream_timeout(),
+                    ) as source,
+                    contextlib.aclosing(self._follow(source, stream)) as events,
+                ):
+                    async for event in events:
+                        yield event
+                if not stream.done:
+                    await anyio.sleep(stream.lost("the server closed the stream"))
+            except STREAM_ERRORS as exc:
+                await anyio.sleep(stream.lost(exc))
+
+    async def _follow(self, source: EventSource, stream: Stream) -> AsyncGenerator[Event, None]:
+        if source.response.status_code != 200:
+            await source.response.aread()
+        if not stream.opened(source.response):
+            return
+        async with contextlib.aclosing(source.aiter_sse()) as messages:
+            async for sse in messages:
+                event = stream.accept(sse)
+                if event is not None:
+                    yield event
+                if stream.done:
+                    return

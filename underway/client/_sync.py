@@ -1,0 +1,213 @@
+"""The blocking client: :class:`Client`, over ``httpx.Client``."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from httpx_sse import EventSource, connect_sse
+
+from ..events import Event, EventType
+from ..jobs import Job, Status
+from ._base import (
+    DEFAULT_BASE_URL,
+    RECONNECT_TIMEOUT,
+    STREAM_ERRORS,
+    BaseClient,
+    Call,
+    EventPage,
+    JobPage,
+    Json,
+    Stream,
+    run_plan,
+)
+
+T = TypeVar("T")
+
+
+class Client(BaseClient):
+    """A blocking client of underway's HTTP API (one ``httpx.Client``, its connections pooled).
+
+    ``base_url`` is where the API is served (``/api`` of ``underway server``); ``headers`` go with
+    every request (``{"Authorization": "Bearer …"}``); ``timeout`` is in seconds (``None``: no
+    timeout; long polls and streams get what they need on top); ``transport`` is an httpx
+    transport (tests, proxies). Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.body,
+                timeout=self._request_timeout(call),
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return self._read(call, response)
+
+    def submit(
+        self,
+        task: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: float | datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Job:
+        """Queue a job of ``task``; the server validates ``args`` against the task's schema.
+
+        ``run_at`` is a time (epoch seconds or a ``datetime``), ``delay`` seconds from now.
+        """
+        return self._send(
+            self._submit_call(
+                task,
+                args,
+                queue=queue,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                labels=labels,
+            )
+        )
+
+    def get(self, job_id: str) -> Job:
+        return self._send(self._get_call(job_id))
+
+    def list(
+        self,
+        *,
+        status: Status | str | Iterable[Status | str] | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first: ``jobs, next_cursor = client.list(status="running")``.
+
+        ``label`` is ``"key:value"``; pass ``next_cursor`` back as ``cursor`` for older jobs
+        (it is ``None`` on the last page).
+        """
+        call = self._list_call(status=status, queue=queue, task=task, label=label, limit=limit, cursor=cursor)
+        return self._send(call)
+
+    def events(
+        self,
+        job_id: str,
+        after: int = 0,
+        wait: float = 0,
+        types: Iterable[EventType | str] = (),
+        *,
+        limit: int = 1000,
+    ) -> EventPage:
+        """The job's events after ``after``; with ``wait`` (≤ 60 s), a long poll that answers as
+        soon as there is one."""
+        return self._send(self._events_call(job_id, after=after, wait=wait, types=types, limit=limit))
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: at once if queued; a running or waiting one is asked to stop."""
+        return self._send(self._change_call(job_id, "cancel"))
+
+    def cancel_all(
+        self, *, queue: str | None = None, task: str | None = None, status: Iterable[Status | str] = ()
+    ) -> int:
+        """Cancel every unfinished job that matches; return how many."""
+        return self._send(self._cancel_all_call(queue=queue, task=task, status=status))
+
+    def retry(self, job_id: str) -> Job:
+        """Run a finished job again (same id; its events go on)."""
+        return self._send(self._change_call(job_id, "retry"))
+
+    def answer(self, job_id: str, value: Any, key: str | None = None) -> Job:
+        """Answer the question a waiting job asks; it resumes."""
+        return self._send(self._answer_call(job_id, value, key))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job and its events."""
+        self._send(self._delete_call(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait (by long polls) until the job ends and return it; ``TimeoutError`` after ``timeout`` s."""
+        return run_plan(self._wait_plan(job_id, timeout), self._send)
+
+    def tasks(self) -> builtins.list[Json]:
+        """The server's registered tasks, each with the JSON schema of its arguments."""
+        return self._send(self._service_call("/tasks", "tasks"))
+
+    def workers(self) -> builtins.list[Json]:
+        """Workers that heartbeated recently."""
+        return self._send(self._service_call("/workers", "workers"))
+
+    def health(self) -> Json:
+        """``{"ok": bool, "store": "ok" | "unreachable: …"}`` (also when the store is down)."""
+        return self._send(self._health_call())
+
+    def watch(
+        self, job_id: str, after: int = 0, *, reconnect_timeout: float = RECONNECT_TIMEOUT
+    ) -> Iterator[Event]:
+        """The job's events after ``after`` as they happen (Server-Sent Events), until it ends.
+
+        A dropped connection or a restarted server is reconnected with backoff, resuming after
+        the last event seen, so each event comes once and in order; after ``reconnect_timeout``
+        seconds without a successful reconnection it raises ``ServerError``.
+        """
+        stream = self._stream(job_id, after, reconnect_timeout)
+        while not stream.done:
+            try:
+                with connect_sse(
+                    self._http, "GET", stream.path, headers=stream.headers(), timeout=self._stream_timeout()
+                ) as source:
+                    yield from self._follow(source, stream)
+                if not stream.done:
+                    time.sleep(stream.lost("the server closed the stream"))
+            except STREAM_ERRORS as exc:
+                time.sleep(stream.lost(exc))
+
+    def _follow(self, source: EventSource, stream: Stream) -> Iterator[Event]:
+        if source.response.status_code != 200:
+            source.response.read()
+        if not stream.opened(source.response):
+            return
+        for sse in source.iter_sse():
+            event = stream.accept(sse)
+            if event is not None:
+                yield event
+            if stream.done:
+                return

@@ -1,0 +1,292 @@
+"""What a running task sees: progress, logs, questions, checkpoints and cancellation.
+
+``progress()`` is on the hot path: a task may call it millions of times. It stores the value
+in slots and, the first time after a write, tells the worker that something is pending; the
+worker's flusher writes at most one update per ``progress_interval`` and always the last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+
+from .events import NewEvent, dumps, log_event
+from .exceptions import Cancelled, UnderwayError
+from .progress import Progress
+from .store.base import UNSET
+
+if TYPE_CHECKING:
+    from .jobs import Job
+
+T = TypeVar("T")
+
+_task_logger = logging.getLogger("underway.tasks")
+
+
+class TaskTimeout(UnderwayError):
+    """Raised at a cancellation point once the task ran past its timeout."""
+
+    code = "timeout"
+
+
+class RunControl(Protocol):
+    """The worker's side of a running job, as the context needs it."""
+
+    def mark(self, urgent: bool = False) -> None:
+        """Something is pending; ``urgent``: write it without waiting for the interval."""
+
+    async def ask(self, prompt: dict[str, Any], timeout: float | None) -> Any: ...
+
+    def ask_blocking(self, prompt: dict[str, Any], timeout: float | None) -> Any: ...
+
+
+class TaskLog:
+    """``ctx.log.info("saved %s", post_id, source=src)``: a ``log`` event of the job.
+
+    Extra keyword arguments become the event's ``fields``. Lines also go to the standard
+    ``underway.tasks`` logger when it is enabled for their level.
+    """
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def debug(self, message: str, *args: Any, **fields: Any) -> None:
+        self._emit("debug", logging.DEBUG, message, args, fields)
+
+    def info(self, message: str, *args: Any, **fields: Any) -> None:
+        self._emit("info", logging.INFO, message, args, fields)
+
+    def warning(self, message: str, *args: Any, **fields: Any) -> None:
+        self._emit("warning", logging.WARNING, message, args, fields)
+
+    def error(self, message: str, *args: Any, **fields: Any) -> None:
+        self._emit("error", logging.ERROR, message, args, fields)
+
+    def _emit(
+        self, level: str, number: int, message: str, args: tuple[Any, ...], fields: dict[str, Any]
+    ) -> None:
+        text = message % args if args else message
+        if fields:
+            _check_json(fields, "log fields")
+        if _task_logger.isEnabledFor(number):
+            _task_logger.log(number, "[%s] %s", self._ctx.job_id, text)
+        self._ctx._logs.append(log_event(level, text, fields or None))
+        self._ctx._control.mark()
+
+
+class Context:
+    """Handed to a task as its first argument (``ctx``)."""
+
+    __slots__ = (
+        "_asked",
+        "_checkpoint",
+        "_control",
+        "_current",
+        "_dirty",
+        "_last_checkpoint",
+        "_logs",
+        "_message",
+        "_step",
+        "_steps",
+        "_stop",
+        "_total",
+        "job",
+        "log",
+    )
+
+    def __init__(self, job: Job, control: RunControl) -> None:
+        self.job = job
+        self.log = TaskLog(self)
+        self._control = control
+        self._current: float = 0
+        self._total: float | None = None
+        self._message: str | None = None
+        self._step: int | None = None
+        self._steps: int | None = None
+        self._dirty = False
+        self._stop: UnderwayError | None = None
+        self._logs: deque[NewEvent] = deque()
+        self._checkpoint: deque[Any] = deque(maxlen=1)
+        self._last_checkpoint: Any = job.checkpoint
+        self._asked = 0
+
+    # -- what the task reads -------------------------------------------------------------
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was asked to stop (a cooperative task returns soon after)."""
+        return isinstance(self._stop, Cancelled)
+
+    @property
+    def last_checkpoint(self) -> Any:
+        """The value of the last ``checkpoint()``, also from an earlier attempt; ``None`` if none."""
+        return self._last_checkpoint
+
+    # -- progress --------------------------------------------------------------------------
+
+    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; raises :class:`Cancelled` once the job was asked to stop."""
+        if self._stop is not None:
+            raise self._stop
+        self._current = current
+        if total is not None:
+            self._total = total
+        if message is not None:
+            self._message = message
+        if not self._dirty:
+            self._dirty = True
+            self._control.mark()
+
+    @overload
+    def track(
+        self, items: AsyncIterable[T], total: float | None = None, message: str | None = None
+    ) -> AsyncIterator[T]: ...
+
+    @overload
+    def track(
+        self, items: Iterable[T], total: float | None = None, message: str | None = None
+    ) -> Iterator[T]: ...
+
+    def track(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        total: float | None = None,
+        message: str | None = None,
+    ) -> Iterator[T] | AsyncIterator[T]:
+        """Iterate ``items`` reporting one unit of progress per item (sync or async iterables)."""
+        if total is None and isinstance(items, Sized):
+            total = len(items)
+        if isinstance(items, AsyncIterable):
+            return self._track_async(items, total, message)
+        return self._track(items, total, message)
+
+    def _track(self, items: Iterable[T], total: float | None, message: str | None) -> Iterator[T]:
+        self.progress(0, total, message)
+        for done, item in enumerate(items, 1):
+            yield item
+            self.progress(done)
+
+    async def _track_async(
+        self, items: AsyncIterable[T], total: float | None, message: str | None
+    ) -> AsyncIterator[T]:
+        self.progress(0, total, message)
+        done = 0
+        async for item in items:
+            yield item
+            done += 1
+            self.progress(done)
+
+    def step(self, name: str, steps: int | None = None) -> None:
+        """Start the next named stage (``step 2 of 4: "Extracting"``); progress restarts at 0."""
+        if self._stop is not None:
+            raise self._stop
+        self._step = (self._step or 0) + 1
+        if steps is not None:
+            self._steps = steps
+        self._current, self._total, self._message = 0, None, name
+        self._dirty = True
+        self._control.mark(urgent=True)
+
+    def snapshot(self) -> Progress:
+        """The current progress value (read by the worker's flusher)."""
+        return Progress(
+            current=self._current,
+            total=self._total,
+            message=self._message,
+            step=self._step,
+            steps=self._steps,
+        )
+
+    # -- checkpoints and questions -------------------------------------------------------
+
+    def checkpoint(self, value: Any) -> None:
+        """Store a small JSON value with the job; a re-run reads it from ``last_checkpoint``."""
+        _check_json(value, "a checkpoint")
+        self._checkpoint.append(value)
+        self._last_checkpoint = value
+        self._control.mark(urgent=True)
+
+    async def ask(
+        self,
+        message: str,
+        options: list[Any] | None = None,
+        schema: dict[str, Any] | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Ask the user a question and wait for the answer; the job is ``waiting`` meanwhile.
+
+        Answers are stored with the job under ``key`` (by default ``q1``, ``q2``… in the order
+        of asking), so a re-run that asks again gets the stored answer at once. Raises
+        ``TimeoutError`` when ``timeout`` seconds pass without an answer.
+        """
+        prompt = self._prompt(message, options, schema, key)
+        if prompt["key"] in self.job.answers:
+            return self.job.answers[prompt["key"]]
+        return await self._control.ask(prompt, timeout)
+
+    def ask_sync(
+        self,
+        message: str,
+        options: list[Any] | None = None,
+        schema: dict[str, Any] | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """``ask`` for sync tasks: blocks the task's thread until the answer comes."""
+        prompt = self._prompt(message, options, schema, key)
+        if prompt["key"] in self.job.answers:
+            return self.job.answers[prompt["key"]]
+        return self._control.ask_blocking(prompt, timeout)
+
+    def _prompt(
+        self, message: str, options: list[Any] | None, schema: dict[str, Any] | None, key: str | None
+    ) -> dict[str, Any]:
+        if self._stop is not None:
+            raise self._stop
+        self._asked += 1
+        prompt: dict[str, Any] = {"key": key or f"q{self._asked}", "message": message}
+        if options is not None:
+            prompt["options"] = list(options)
+        if schema is not None:
+            prompt["schema"] = schema
+        _check_json(prompt, "a question")
+        return prompt
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def stop(self, reason: UnderwayError) -> None:
+        """Make every later cancellation point raise ``reason``."""
+        if self._stop is None:
+            self._stop = reason
+
+    def take_pending(self) -> tuple[tuple[NewEvent, ...], Progress | None, Any]:
+        """Logs, progress and checkpoint written since the last call (read by the flusher)."""
+        logs = []
+        while self._logs:
+            logs.append(self._logs.popleft())
+        progress = None
+        if self._dirty:
+            self._dirty = False
+            progress = self.snapshot()
+        checkpoint = self._checkpoint.popleft() if self._checkpoint else UNSET
+        return tuple(logs), progress, checkpoint
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON data: {exc}") from None

@@ -1,0 +1,101 @@
+"""The one exception tree of underway.
+
+::
+
+    UnderwayError
+    ├── ConfigError              a setting or URL is wrong
+    ├── StoreError               the store failed (driver errors are translated into this)
+    │   └── SchemaError          the database schema is newer than this code, or broken
+    ├── JobNotFound              no job with that id (HTTP 404)
+    ├── InvalidTransition        the job is not in a state that allows this (HTTP 409)
+    ├── TaskNotFound             no task registered under that name (HTTP 422)
+    ├── InvalidArguments         arguments do not match the task's signature (HTTP 422)
+    ├── LeaseLost                the worker no longer holds this job (fenced write refused)
+    ├── Cancelled                raised inside a task whose job was cancelled
+    └── ServerError              the client: the server could not be reached, or answered an
+                                 error with no better exception (``status`` and ``code`` tell)
+
+A :class:`~underway.Client` raises the exception the server raised where one fits (404 →
+``JobNotFound``, 409 → ``InvalidTransition``, 422 → ``TaskNotFound`` / ``InvalidArguments``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UnderwayError(Exception):
+    """Root of every error underway raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(UnderwayError):
+    code = "invalid_config"
+
+
+class StoreError(UnderwayError):
+    code = "store_error"
+
+
+class SchemaError(StoreError):
+    code = "schema_error"
+
+
+class JobNotFound(UnderwayError):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}", details={"id": job_id})
+        self.job_id = job_id
+
+
+class InvalidTransition(UnderwayError):
+    code = "invalid_state"
+
+
+class TaskNotFound(UnderwayError):
+    code = "unknown_task"
+
+
+class InvalidArguments(UnderwayError):
+    code = "invalid_arguments"
+
+
+class LeaseLost(UnderwayError):
+    code = "lease_lost"
+
+
+class Cancelled(UnderwayError):
+    """Raised inside a task at a cancellation point once its job was asked to stop.
+
+    It derives from ``UnderwayError``, not from ``BaseException``: a task that catches
+    ``Exception`` may swallow it, and the worker still records the job ``cancelled``
+    after ``cancel_grace``.
+    """
+
+    code = "cancelled"
+
+    def __init__(self, message: str = "the job was cancelled") -> None:
+        super().__init__(message)
+
+
+class ServerError(UnderwayError):
+    """The underway server could not be reached (``status`` is ``None``), or answered with an
+    error that no other exception describes (``status`` and ``code`` are the HTTP status and the
+    error body's code)."""
+
+    code = "server_error"
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.status = status
+        if code is not None:
+            self.code = code

@@ -1,0 +1,46 @@
+"""Stores, chosen by the scheme of the URL."""
+
+from __future__ import annotations
+
+from ..exceptions import ConfigError
+from .base import (
+    UNSET,
+    Finished,
+    Heartbeat,
+    JobFilter,
+    Lease,
+    NewJob,
+    Store,
+    SweepResult,
+    WorkerInfo,
+    WorkerWrite,
+)
+
+__all__ = [
+    "UNSET",
+    "Finished",
+    "Heartbeat",
+    "JobFilter",
+    "Lease",
+    "NewJob",
+    "Store",
+    "SweepResult",
+    "WorkerInfo",
+    "WorkerWrite",
+    "open_store",
+]
+
+
+def open_store(url: str, *, poll_interval: float = 0.001) -> Store:
+    """The store for ``url`` (not yet opened: ``await store.open()``)."""
+    scheme = url.split(":", 1)[0]
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url, poll_interval=poll_interval)
+    if scheme in ("postgres", "postgresql"):
+        raise ConfigError(
+            "this version of underway has no PostgreSQL store yet: use a sqlite:/// URL",
+            details={"url_scheme": scheme},
+        )
+    raise ConfigError(f"unknown store URL scheme {scheme!r}: use sqlite:///path.db")

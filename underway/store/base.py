@@ -1,0 +1,222 @@
+"""The store: the one interface between underway's rules and a database.
+
+Methods are at the level of the domain (claim, heartbeat, record…); every rule that decides
+*what* to write lives outside, in pure modules. Each backend passes the same contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..events import Event, NewEvent
+from ..jobs import Job, Status
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    id: str
+    queue: str
+    task: str
+    args: dict[str, Any]
+    priority: int = 0
+    run_at: float
+    max_attempts: int = 1
+    timeout: float | None = None
+    owner: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """What fences a worker's writes: the job and the attempt the worker claimed."""
+
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerWrite:
+    """One fenced write of a worker about a job it runs.
+
+    Appends ``events`` (logs), then a ``progress`` event if ``progress`` is given, then, if
+    ``status`` is given, moves the job there with a ``status`` event (and a ``prompt`` event
+    when it moves to ``waiting``). Refused as a whole when the worker no longer holds
+    ``lease`` (another attempt runs, or the job ended).
+    """
+
+    lease: Lease
+    events: tuple[NewEvent, ...] = ()
+    progress: dict[str, Any] | None = None
+    checkpoint: Any = UNSET
+    status: Status | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    run_at: float | None = None
+    prompt: dict[str, Any] | None = None
+    reason: str | None = None
+    hand_back: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    statuses: tuple[Status, ...] = ()
+    queue: str | None = None
+    task: str | None = None
+    owner: str | None = None
+    label: tuple[str, str] | None = None
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    running: int = 0
+    started_at: float
+    last_seen: float
+
+    def to_dict(self) -> dict[str, Any]:
+        from ..timefmt import to_iso
+
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "started_at": to_iso(self.started_at),
+            "last_seen": to_iso(self.last_seen),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    """How many jobs of a queue ended with a status in a window, and how long they ran."""
+
+    queue: str
+    status: Status
+    count: int
+    ran: int  #: how many of them had started (a job cancelled while queued never ran)
+    total_seconds: float
+    longest_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a heartbeat learnt: leases this worker lost, and jobs asked to stop."""
+
+    lost: frozenset[str]
+    cancelling: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    requeued: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.requeued + self.failed + self.cancelled
+
+
+class Store(Protocol):
+    url: str
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; return their names."""
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert jobs as ``queued``, each with its first event, in one transaction."""
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
+    ) -> list[Job]:
+        """Move up to ``limit`` due jobs to ``running``, by priority then age."""
+
+    async def next_run_at(self, queues: Sequence[str]) -> float | None:
+        """When the earliest queued job of these queues (all if empty) may run; None if none."""
+
+    async def heartbeat(self, worker: WorkerInfo, leases: Sequence[Lease], lease_timeout: float) -> Heartbeat:
+        """Extend the leases still held, and say which are lost or asked to stop."""
+
+    async def cancelling(self, worker_id: str) -> frozenset[str]:
+        """Ids of the jobs this worker holds that were asked to stop."""
+
+    async def record(self, writes: Sequence[WorkerWrite]) -> list[bool]:
+        """Apply fenced worker writes in one transaction; ``False`` for each one refused."""
+
+    async def cancel(self, job_filter: JobFilter) -> list[Job]:
+        """Cancel queued jobs now, ask running/waiting ones to stop; return the jobs changed."""
+
+    async def answer(self, job_id: str, key: str, value: Any) -> Job:
+        """Store the answer to the question a ``waiting`` job asks, and resume it."""
+
+    async def retry(self, job_id: str, max_attempts: int) -> Job:
+        """Queue a finished job again (same id, its events go on)."""
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a finished job and its events."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+    ) -> list[Job]:
+        """Jobs matching the filter, newest first; ``before`` is the last id of the previous page."""
+
+    async def events(
+        self,
+        job_id: str,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        types: Sequence[str] = (),
+    ) -> list[Event]: ...
+
+    async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
+        """Events of all jobs committed after feed position ``after``, and the new position."""
+
+    async def feed_position(self) -> int:
+        """The current end of the feed (new events come after it)."""
+
+    async def sweep(self, cancel_grace: float) -> SweepResult:
+        """Requeue (or fail) jobs whose lease expired; cancel jobs past their cancel grace."""
+
+    async def prune(self, older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs finished more than ``older_than`` seconds ago."""
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """Job counts: ``{queue: {status: count}}``."""
+
+    async def finished_since(self, since: float) -> list[Finished]:
+        """Jobs that ended at or after ``since`` (epoch seconds), by queue and final status."""
+
+    async def workers(self, seen_within: float) -> list[WorkerInfo]: ...
+
+    async def remove_worker(self, worker_id: str) -> None: ...
+
+    def change_token(self) -> int:
+        """A value that changes whenever anything may have changed in the store."""
+
+    async def wait_for_change(self, token: int, timeout: float) -> int:
+        """Return as soon as the store changed since ``token`` was taken, or after ``timeout``."""

@@ -1,0 +1,759 @@
+"""The SQLite store: the default, zero-setup backend.
+
+All SQL runs in threads: one writer thread with one connection (SQLite has one writer at a
+time anyway) and a few reader threads. Every read-then-write runs in ``BEGIN IMMEDIATE``.
+Writers of all processes sharing the file also queue on an advisory file lock next to the
+database (``<file>-lock``), so they wait in line instead of in SQLite's sleeping busy handler.
+Events' integer ids follow commit order, which makes them the cross-process feed's cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
+
+from ..events import Event, EventType, NewEvent, answer_event, dumps, prompt_event, status_event
+from ..exceptions import ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
+from ..jobs import ACTIVE, TERMINAL, Job, Status, sources_of
+from . import sql
+from .base import (
+    UNSET,
+    Finished,
+    Heartbeat,
+    JobFilter,
+    Lease,
+    NewJob,
+    SweepResult,
+    WorkerInfo,
+    WorkerWrite,
+)
+from .changes import ChangeWatch
+from .sqlite_connection import FileLock, WalDoorbell, connect
+
+T = TypeVar("T")
+#: How long a read on the event loop's thread may wait for a busy database before it moves to
+#: a reader thread.
+QUICK_READ_BUSY_MS = 20
+Q = sql.queries("sqlite")
+_TERMINAL = tuple(s.value for s in TERMINAL)
+_ACTIVE = tuple(s.value for s in ACTIVE)
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///underway.db`` → ``underway.db``; ``sqlite:////tmp/x.db`` → ``/tmp/x.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(
+            f"{url!r} is not a SQLite URL: write sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    path = url[len(prefix) :]
+    if path == ":memory:":
+        raise ConfigError("an in-memory SQLite database cannot be shared by workers: use a file")
+    return Path(path)
+
+
+class SQLiteStore:
+    def __init__(self, url: str, *, poll_interval: float = 0.001, readers: int = 4) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self._poll_interval = poll_interval
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="underway-sqlite-write")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="underway-sqlite-read")
+        self._local = threading.local()
+        self._write_conn: sqlite3.Connection | None = None
+        self._lock: FileLock | None = None
+        self._watches: WeakKeyDictionary[asyncio.AbstractEventLoop, ChangeWatch] = WeakKeyDictionary()
+        self._loop_connections: WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Connection] = (
+            WeakKeyDictionary()
+        )
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._opened = False
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self._run(self._writer, self._open)
+
+    def _open(self) -> None:
+        if not self._opened:
+            self._migrate()
+
+    def _prepare(self) -> None:
+        if self._lock is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(Path(f"{self.path}-lock"))
+
+    async def close(self) -> None:
+        here = asyncio.get_running_loop()
+        for loop, watch in list(self._watches.items()):
+            if loop is here:
+                watch.close()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(watch.close)
+        self._watches.clear()
+        self._loop_connections.clear()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        self._write_conn = None
+        self._opened = False
+
+    async def migrate(self) -> list[str]:
+        return await self._run(self._writer, self._migrate)
+
+    def _migrate(self) -> list[str]:
+        self._prepare()
+        assert self._lock is not None
+        with self._lock:
+            applied = self._apply_migrations(self._writer_conn())
+        self._opened = True
+        return applied
+
+    def _apply_migrations(self, conn: sqlite3.Connection) -> list[str]:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS underway_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM underway_migrations")}
+        known = sql.migrations("sqlite")
+        newest = max(m.version for m in known)
+        if done and max(done) > newest:
+            raise SchemaError(
+                f"the database {self.path} has schema version {max(done)}, newer than this"
+                f" underway knows ({newest}): upgrade underway"
+            )
+        if not done:
+            self._script(conn, sql.schema("sqlite"), known)
+            return [m.name for m in known]
+        todo = [m for m in known if m.version not in done]
+        for migration in todo:
+            self._script(conn, migration.sql, [migration])
+        return [m.name for m in todo]
+
+    @staticmethod
+    def _script(conn: sqlite3.Connection, script: str, marks: Iterable[sql.Migration]) -> None:
+        inserts = "".join(
+            f"INSERT INTO underway_migrations VALUES ({m.version}, '{m.name}', {time.time()});\n"
+            for m in marks
+        )
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n{inserts}COMMIT;")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise SchemaError(f"migrating {conn} failed: {exc}") from exc
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._write_conn is None:
+            self._write_conn = self._connect()
+        return self._write_conn
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.wrap_future(executor.submit(fn))
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run ``fn(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread."""
+        loop = asyncio.get_running_loop()
+        result, changed = await self._run(self._writer, lambda: self._transaction(fn))
+        if changed:
+            self._poke_all(loop)
+        return result
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection, float], T]) -> tuple[T, bool]:
+        if not self._opened:
+            self._open()
+        conn = self._writer_conn()
+        assert self._lock is not None
+        with self._lock:
+            before = conn.total_changes
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, time.time())
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            changed = conn.total_changes != before
+            conn.execute("COMMIT" if changed else "ROLLBACK")
+        return result, changed
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._readers, lambda: fn(self._reader_conn()))
+
+    def _poke_all(self, here: asyncio.AbstractEventLoop) -> None:
+        for loop, watch in list(self._watches.items()):
+            if loop is here:
+                watch.poke()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(watch.poke)
+
+    async def _quick_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A small read on the event loop's own thread: a hand-off to a reader thread costs more
+        than a point lookup. Readers never wait for writers in WAL mode; in the rare case SQLite
+        is busy anyway (recovering the WAL index), the read goes to a reader thread instead."""
+        loop = asyncio.get_running_loop()
+        conn = self._loop_connections.get(loop)
+        if conn is None:
+            conn = self._loop_connections[loop] = self._connect()
+            conn.execute(f"PRAGMA busy_timeout = {QUICK_READ_BUSY_MS}")
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError:
+            return await self._read(fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
+
+    def _watch(self) -> ChangeWatch:
+        loop = asyncio.get_running_loop()
+        watch = self._watches.get(loop)
+        if watch is None:
+            conn = self._connect()
+            watch = ChangeWatch(
+                lambda: conn.execute("PRAGMA data_version").fetchone()[0],
+                self._poll_interval,
+                WalDoorbell.for_database(self.path),
+            )
+            self._watches[loop] = watch
+        return watch
+
+    def change_token(self) -> int:
+        return self._watch().token()
+
+    async def wait_for_change(self, token: int, timeout: float) -> int:
+        return await self._watch().wait(token, timeout)
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        return await self._write(lambda conn, now: _enqueue(conn, now, jobs))
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
+    ) -> list[Job]:
+        return await self._write(lambda conn, now: _claim(conn, now, worker_id, queues, limit, lease_timeout))
+
+    async def next_run_at(self, queues: Sequence[str]) -> float | None:
+        query, params = (
+            (Q["next_run_at_queues"], (dumps(list(queues)),)) if queues else (Q["next_run_at_any"], ())
+        )
+        row = await self._quick_read(lambda conn: conn.execute(query, params).fetchone())
+        return None if row is None else row[0]
+
+    async def heartbeat(self, worker: WorkerInfo, leases: Sequence[Lease], lease_timeout: float) -> Heartbeat:
+        return await self._write(lambda conn, now: _heartbeat(conn, now, worker, leases, lease_timeout))
+
+    async def cancelling(self, worker_id: str) -> frozenset[str]:
+        rows = await self._read(lambda conn: conn.execute(Q["cancelling"], (worker_id,)).fetchall())
+        return frozenset(row[0] for row in rows)
+
+    async def record(self, writes: Sequence[WorkerWrite]) -> list[bool]:
+        return await self._write(lambda conn, now: _record_all(conn, now, writes))
+
+    async def workers(self, seen_within: float) -> list[WorkerInfo]:
+        since = time.time() - seen_within
+        rows = await self._read(lambda conn: conn.execute(Q["workers"], (since,)).fetchall())
+        return [_worker(row) for row in rows]
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._write(lambda conn, now: conn.execute(Q["remove_worker"], (worker_id,)))
+
+    async def sweep(self, cancel_grace: float) -> SweepResult:
+        return await self._write(lambda conn, now: _sweep(conn, now, cancel_grace))
+
+    async def prune(self, older_than: float, limit: int = 1000) -> int:
+        return await self._write(lambda conn, now: _prune(conn, now - older_than, limit))
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def cancel(self, job_filter: JobFilter) -> list[Job]:
+        return await self._write(lambda conn, now: _cancel(conn, now, job_filter))
+
+    async def answer(self, job_id: str, key: str, value: Any) -> Job:
+        return await self._write(lambda conn, now: _answer(conn, now, job_id, key, value))
+
+    async def retry(self, job_id: str, max_attempts: int) -> Job:
+        return await self._write(lambda conn, now: _retry(conn, now, job_id, max_attempts))
+
+    async def delete(self, job_id: str) -> None:
+        await self._write(lambda conn, now: _delete(conn, job_id))
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self._quick_read(lambda conn: conn.execute(Q["get_job"], (job_id,)).fetchone())
+        return None if row is None else _job(row)
+
+    async def list_jobs(
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+    ) -> list[Job]:
+        where, params = _where(job_filter)
+        if before is not None:
+            where += " AND id < ?"
+            params.append(before)
+        query = f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(lambda conn: conn.execute(query, [*params, limit]).fetchall())
+        return [_job(row) for row in rows]
+
+    async def events(
+        self, job_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[Event]:
+        # The types are filtered in SQL, so that ``limit`` counts the events returned.
+        query, params = (
+            (Q["events_after_types"], (job_id, after, dumps(list(types)), limit))
+            if types
+            else (Q["events_after"], (job_id, after, limit))
+        )
+        rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
+        return [_event(row) for row in rows]
+
+    async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
+        rows = await self._quick_read(lambda conn: conn.execute(Q["feed"], (after, limit)).fetchall())
+        return [_event(row) for row in rows], (rows[-1]["id"] if rows else after)
+
+    async def feed_position(self) -> int:
+        row = await self._quick_read(lambda conn: conn.execute(Q["feed_position"]).fetchone())
+        return int(row[0])
+
+    async def finished_since(self, since: float) -> list[Finished]:
+        rows = await self._read(lambda conn: conn.execute(Q["finished_since"], (since,)).fetchall())
+        return [
+            Finished(
+                queue=row["queue"],
+                status=Status(row["status"]),
+                count=row["n"],
+                ran=row["ran"],
+                total_seconds=row["busy"],
+                longest_seconds=row["longest"],
+            )
+            for row in rows
+        ]
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
+        return counts
+
+
+# -- transactions (run on the writer thread inside BEGIN IMMEDIATE) --------------------------
+
+
+def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> list[Job]:
+    conn.executemany(
+        Q["insert_job"],
+        [
+            (
+                j.id,
+                j.queue,
+                j.task,
+                dumps(j.args),
+                j.priority,
+                j.run_at,
+                j.max_attempts,
+                j.timeout,
+                j.owner,
+                dumps(j.labels),
+                now,
+            )
+            for j in jobs
+        ],
+    )
+    queued = dumps(status_event(Status.QUEUED, 0).data)
+    conn.executemany(Q["insert_event"], [(j.id, 1, "status", now, queued) for j in jobs])
+    return [_new_job(j, now) for j in jobs]
+
+
+def _new_job(new: NewJob, now: float) -> Job:
+    return Job(
+        id=new.id,
+        queue=new.queue,
+        task=new.task,
+        args=new.args,
+        status=Status.QUEUED,
+        priority=new.priority,
+        run_at=new.run_at,
+        max_attempts=new.max_attempts,
+        timeout=new.timeout,
+        owner=new.owner,
+        labels=new.labels,
+        created_at=now,
+        updated_at=now,
+        last_seq=1,
+    )
+
+
+def _claim(
+    conn: sqlite3.Connection,
+    now: float,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_timeout: float,
+) -> list[Job]:
+    ids = _claim_candidates(conn, now, queues, limit)
+    if not ids:
+        return []
+    params = {"lease_until": now + lease_timeout, "worker_id": worker_id, "now": now, "ids": dumps(ids)}
+    order = {job_id: n for n, job_id in enumerate(ids)}
+    jobs = sorted((_job(row) for row in conn.execute(Q["claim"], params)), key=lambda j: order[j.id])
+    _append_many(conn, now, [(j.id, j.last_seq, status_event(Status.RUNNING, j.attempt)) for j in jobs])
+    return jobs
+
+
+def _claim_candidates(conn: sqlite3.Connection, now: float, queues: Sequence[str], limit: int) -> list[str]:
+    if not queues:
+        return [row[0] for row in conn.execute(Q["claim_candidates_any"], {"now": now, "limit": limit})]
+    candidates = []
+    for queue in dict.fromkeys(queues):  # a queue named twice must not fill the limit twice
+        candidates += conn.execute(Q["claim_candidates_queue"], (queue, now, limit)).fetchall()
+    candidates.sort(key=lambda row: (-row[1], row[2], row[0]))
+    return [row[0] for row in candidates[:limit]]
+
+
+def _heartbeat(
+    conn: sqlite3.Connection,
+    now: float,
+    worker: WorkerInfo,
+    leases: Sequence[Lease],
+    lease_timeout: float,
+) -> Heartbeat:
+    conn.execute(Q["upsert_worker"], {**_worker_row(worker), "last_seen": now})
+    lost, cancelling = set(), set()
+    for lease in leases:
+        row = conn.execute(Q["extend_lease"], (now + lease_timeout, lease.job_id, lease.attempt)).fetchone()
+        if row is None:
+            lost.add(lease.job_id)
+        elif row[1]:
+            cancelling.add(lease.job_id)
+    return Heartbeat(lost=frozenset(lost), cancelling=frozenset(cancelling))
+
+
+def _record_all(conn: sqlite3.Connection, now: float, writes: Sequence[WorkerWrite]) -> list[bool]:
+    accepted: list[bool] = []
+    rows: list[tuple[str, int, NewEvent]] = []
+    for write in writes:
+        events = _apply(conn, now, write)
+        accepted.append(events is not None)
+        rows += events or ()
+    _append_many(conn, now, rows)
+    return accepted
+
+
+def _apply(
+    conn: sqlite3.Connection, now: float, write: WorkerWrite
+) -> list[tuple[str, int, NewEvent]] | None:
+    """Apply one fenced write to the job row; its events with their seqs, or None if refused."""
+    if write.status is Status.QUEUED and _cancel_requested(conn, write.lease):
+        # The attempt ended after a cancel was asked: the job must not run again.
+        write = dataclasses.replace(
+            write, status=Status.CANCELLED, run_at=None, hand_back=False, reason="cancelled"
+        )
+    events = list(write.events)
+    if write.progress is not None:
+        events.append(NewEvent(EventType.PROGRESS, write.progress))
+    if write.status is not None:
+        events.append(
+            status_event(
+                write.status,
+                write.lease.attempt,
+                result=write.result,
+                error=write.error,
+                run_at=write.run_at,
+                reason=write.reason,
+            )
+        )
+        if write.prompt is not None:
+            events.append(prompt_event(write.prompt))
+    params: dict[str, Any] = {
+        "id": write.lease.job_id,
+        "attempt": write.lease.attempt,
+        "events": len(events),
+        "now": now,
+        "progress": None if write.progress is None else dumps(write.progress),
+        "set_checkpoint": write.checkpoint is not UNSET,
+        "checkpoint": None if write.checkpoint is UNSET else dumps(write.checkpoint),
+    }
+    if write.status is None:
+        row = conn.execute(Q["fenced_touch"], params).fetchone()
+    else:
+        row = conn.execute(_fenced_move_sql(write.status), {**params, **_move_params(write)}).fetchone()
+    if row is None:
+        return None
+    first = row[0] - len(events) + 1
+    return [(write.lease.job_id, first + i, e) for i, e in enumerate(events)]
+
+
+def _cancel_requested(conn: sqlite3.Connection, lease: Lease) -> bool:
+    row = conn.execute(Q["cancel_requested"], (lease.job_id, lease.attempt)).fetchone()
+    return row is not None and bool(row[0])
+
+
+@functools.cache
+def _fenced_move_sql(target: Status) -> str:
+    """The fenced move to ``target``, from the statuses a worker may move it from."""
+    sources = sorted(s.value for s in sources_of(target) if s in ACTIVE)
+    return Q["fenced_move"].format(sources=", ".join(f"'{source}'" for source in sources))
+
+
+def _move_params(write: WorkerWrite) -> dict[str, Any]:
+    assert write.status is not None
+    return {
+        "status": write.status.value,
+        "result": dumps(write.result) if write.status is Status.SUCCEEDED else None,
+        "error": None if write.error is None else dumps(write.error),
+        "prompt": None if write.prompt is None else dumps(write.prompt),
+        "run_at": write.run_at,
+        "hand_back": int(write.hand_back),
+    }
+
+
+def _append_many(conn: sqlite3.Connection, now: float, rows: Sequence[tuple[str, int, NewEvent]]) -> None:
+    conn.executemany(
+        Q["insert_event"],
+        [(job_id, seq, e.type.value, now, dumps(e.data)) for job_id, seq, e in rows],
+    )
+
+
+def _sweep(conn: sqlite3.Connection, now: float, cancel_grace: float) -> SweepResult:
+    writes = [
+        _expired(job_id, attempt, max_attempts, cancelling, now)
+        for job_id, attempt, max_attempts, cancelling in conn.execute(Q["expired_leases"], (now,)).fetchall()
+    ]
+    writes += [
+        WorkerWrite(lease=Lease(job_id, attempt), status=Status.CANCELLED, reason="cancel_grace")
+        for job_id, attempt in conn.execute(Q["overdue_cancels"], (now - cancel_grace,)).fetchall()
+    ]
+    accepted = _record_all(conn, now, writes)
+    conn.execute(Q["forget_workers"], (now - 86400.0,))
+    done = [w.status for w, ok in zip(writes, accepted, strict=True) if ok]
+    return SweepResult(
+        requeued=done.count(Status.QUEUED),
+        failed=done.count(Status.FAILED),
+        cancelled=done.count(Status.CANCELLED),
+    )
+
+
+def _expired(job_id: str, attempt: int, max_attempts: int, cancelling: int, now: float) -> WorkerWrite:
+    """What an expired lease turns into: cancelled if asked, failed if out of attempts, else queued."""
+    lease = Lease(job_id, attempt)
+    if cancelling:
+        return WorkerWrite(lease=lease, status=Status.CANCELLED, reason="lease_expired")
+    if attempt >= max_attempts:
+        error = {"type": "LeaseExpired", "message": "the worker running this job stopped heartbeating"}
+        return WorkerWrite(lease=lease, status=Status.FAILED, error=error, reason="lease_expired")
+    return WorkerWrite(lease=lease, status=Status.QUEUED, run_at=now, reason="lease_expired")
+
+
+def _prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    ids = [row[0] for row in conn.execute(Q["prunable"], (before, limit))]
+    for job_id in ids:
+        conn.execute(Q["delete_events"], (job_id,))
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    return len(ids)
+
+
+def _cancel(conn: sqlite3.Connection, now: float, job_filter: JobFilter) -> list[Job]:
+    where, params = _where(job_filter)
+    active = ",".join("?" * (len(_ACTIVE) + 1))
+    query = f"SELECT id, status FROM jobs WHERE {where} AND status IN ({active})"
+    changed = []
+    for job_id, status in conn.execute(query, [*params, "queued", *_ACTIVE]).fetchall():
+        if status == "queued":
+            row = conn.execute(Q["cancel_queued"], {"id": job_id, "now": now}).fetchone()
+            event = status_event(Status.CANCELLED, row["attempt"]) if row else None
+        else:
+            row = conn.execute(Q["request_cancel"], {"id": job_id, "now": now}).fetchone()
+            event = status_event(Status(status), row["attempt"], cancel_requested=True) if row else None
+        if row is not None and event is not None:
+            job = _job(row)
+            _append_many(conn, now, [(job.id, job.last_seq, event)])
+            changed.append(job)
+    return changed
+
+
+def _answer(conn: sqlite3.Connection, now: float, job_id: str, key: str, value: Any) -> Job:
+    current = _get(conn, job_id)
+    if current.status is not Status.WAITING or current.prompt is None:
+        raise InvalidTransition(
+            f"job {job_id} is {current.status.value}, not waiting for an answer",
+            details={"status": current.status.value},
+        )
+    if current.prompt.get("key") != key:
+        raise InvalidTransition(
+            f"job {job_id} is waiting for an answer to {current.prompt.get('key')!r}, not {key!r}",
+            details={"key": current.prompt.get("key")},
+        )
+    answers = {**current.answers, key: value}
+    row = conn.execute(
+        Q["answer"], {"id": job_id, "key": key, "answers": dumps(answers), "now": now}
+    ).fetchone()
+    job = _job(row)
+    _append_many(
+        conn,
+        now,
+        [
+            (job_id, job.last_seq - 1, answer_event(key, value)),
+            (job_id, job.last_seq, status_event(Status.RUNNING, job.attempt)),
+        ],
+    )
+    return job
+
+
+def _retry(conn: sqlite3.Connection, now: float, job_id: str, max_attempts: int) -> Job:
+    row = conn.execute(Q["retry"], {"id": job_id, "now": now, "max_attempts": max_attempts}).fetchone()
+    if row is None:
+        current = _get(conn, job_id)
+        raise InvalidTransition(
+            f"job {job_id} is {current.status.value}: only a finished job can be retried",
+            details={"status": current.status.value},
+        )
+    job = _job(row)
+    _append_many(
+        conn, now, [(job_id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))]
+    )
+    return job
+
+
+def _delete(conn: sqlite3.Connection, job_id: str) -> None:
+    if conn.execute(Q["delete_job"], (job_id,)).fetchone() is None:
+        current = _get(conn, job_id)
+        raise InvalidTransition(
+            f"job {job_id} is {current.status.value}: cancel it and wait for it to end before deleting it",
+            details={"status": current.status.value},
+        )
+    conn.execute(Q["delete_events"], (job_id,))
+
+
+def _get(conn: sqlite3.Connection, job_id: str) -> Job:
+    row = conn.execute(Q["get_job"], (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return _job(row)
+
+
+def _where(job_filter: JobFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if job_filter.ids:
+        clauses.append(f"id IN ({','.join('?' * len(job_filter.ids))})")
+        params += job_filter.ids
+    if job_filter.statuses:
+        clauses.append(f"status IN ({','.join('?' * len(job_filter.statuses))})")
+        params += [s.value for s in job_filter.statuses]
+    for column in ("queue", "task", "owner"):
+        value = getattr(job_filter, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if job_filter.label is not None:
+        clauses.append("json_extract(labels, '$.' || json_quote(?)) = ?")
+        params += list(job_filter.label)
+    return " AND ".join(clauses), params
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        task=row["task"],
+        args=json.loads(row["args"]),
+        status=Status(row["status"]),
+        priority=row["priority"],
+        run_at=row["run_at"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        lease_until=row["lease_until"],
+        worker_id=row["worker_id"],
+        owner=row["owner"],
+        labels=json.loads(row["labels"]),
+        progress=_loads(row["progress"]),
+        prompt=_loads(row["prompt"]),
+        answers=json.loads(row["answers"]),
+        checkpoint=_loads(row["checkpoint"]),
+        result=_loads(row["result"]),
+        error=_loads(row["error"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_seq=row["last_seq"],
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        job_id=row["job_id"],
+        seq=row["seq"],
+        type=EventType(row["type"]),
+        at=row["at"],
+        data=json.loads(row["data"]),
+    )
+
+
+def _worker_row(worker: WorkerInfo) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "queues": dumps(list(worker.queues)),
+        "concurrency": worker.concurrency,
+        "running": worker.running,
+        "started_at": worker.started_at,
+    }
+
+
+def _worker(row: sqlite3.Row) -> WorkerInfo:
+    return WorkerInfo(
+        id=row["id"],
+        host=row["host"],
+        pid=row["pid"],
+        queues=tuple(json.loads(row["queues"])),
+        concurrency=row["concurrency"],
+        running=row["running"],
+        started_at=row["started_at"],
+        last_seen=row["last_seen"],
+    )

@@ -1,0 +1,160 @@
+"""Tasks: functions registered with ``@app.task``, their argument schema and submission."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from .events import dumps
+from .exceptions import InvalidArguments
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .app import App
+    from .jobs import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitOptions:
+    """How one submission differs from the task's defaults."""
+
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: float | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    labels: dict[str, str] | None = None
+    owner: str | None = None
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call it to run the function directly; ``submit`` to queue a job."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str,
+        priority: int,
+        timeout: float | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.timeout = timeout
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.takes_context, self.args_model = _arguments_model(fn, name)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return typing.cast(R, self.fn(*args, **kwargs))
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """JSON schema of the task's arguments."""
+        return self.args_model.model_json_schema()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "priority": self.priority,
+            "timeout": self.timeout,
+            "max_attempts": self.retry.max_attempts,
+            "is_async": self.is_async,
+            "doc": inspect.getdoc(self.fn),
+            "schema": self.schema,
+        }
+
+    def validate(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Check ``args`` against the signature; return them as JSON values, defaults filled in.
+
+        Validation is strict as in JSON: ``"5"`` is not an ``int``, ``false`` is not an ``int``.
+        """
+        try:
+            model = self.args_model.model_validate_json(dumps(args), strict=True)
+        except ValidationError as exc:
+            problems = [{"loc": list(e["loc"]), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
+            summary = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'args'}: {p['message']}" for p in problems)
+            raise InvalidArguments(
+                f"invalid arguments for task {self.name!r}: {summary}", details=problems
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidArguments(f"arguments for task {self.name!r} are not JSON: {exc}") from None
+        return model.model_dump(mode="json")
+
+    def bind(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Stored JSON arguments → the Python values the function takes."""
+        model = self.args_model.model_validate(args)
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Queue a job of this task with these arguments (by keyword) and return it."""
+        return await self.app.submit(self, _keywords(self, args, kwargs))
+
+    def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        return self.app.submit_sync(self, _keywords(self, args, kwargs))
+
+    def options(self, **options: Any) -> BoundTask:
+        """``task.options(queue="slow", delay=60).submit(...)``: submit with other options."""
+        return BoundTask(self, SubmitOptions(**options))
+
+
+@dataclass(frozen=True, slots=True)
+class BoundTask:
+    task: Task[..., Any]
+    options: SubmitOptions
+
+    async def submit(self, **kwargs: Any) -> Job:
+        return await self.task.app.submit(self.task, kwargs, options=self.options)
+
+    def submit_sync(self, **kwargs: Any) -> Job:
+        return self.task.app.submit_sync(self.task, kwargs, options=self.options)
+
+
+def _keywords(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if args:
+        raise InvalidArguments(
+            f"pass the arguments of task {task.name!r} by keyword: {task.name}.submit(name=value, ...)"
+        )
+    return dict(kwargs)
+
+
+def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[bool, type[BaseModel]]:
+    """A pydantic model of the function's parameters, less the leading ``ctx``."""
+    from .context import Context
+
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    params = list(signature.parameters.values())
+    takes_context = bool(params) and (params[0].name == "ctx" or hints.get(params[0].name) is Context)
+    fields: dict[str, Any] = {}
+    for param in params[1 if takes_context else 0 :]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise TypeError(
+                f"task {name}: parameter {param.name!r} must be a plain or keyword-only parameter"
+            )
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+    model = create_model(f"{name.replace('.', '_')}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    return takes_context, typing.cast(type[BaseModel], model)

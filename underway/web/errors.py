@@ -1,0 +1,145 @@
+"""One error shape for every route: ``{"error": {"code", "message", "details"?}}``.
+
+Routes of the router use :class:`ErrorRoute`, so the shape holds even when the router is
+mounted into someone else's FastAPI app, whose exception handlers we do not own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive
+
+from ..exceptions import (
+    ConfigError,
+    InvalidArguments,
+    InvalidTransition,
+    JobNotFound,
+    StoreError,
+    TaskNotFound,
+    UnderwayError,
+)
+
+STATUS_OF: dict[type[UnderwayError], int] = {
+    JobNotFound: 404,
+    InvalidTransition: 409,
+    TaskNotFound: 422,
+    InvalidArguments: 422,
+    ConfigError: 400,
+    StoreError: 503,
+}
+
+
+class BodyTooLarge(UnderwayError):
+    code = "body_too_large"
+
+
+class Unauthenticated(UnderwayError):
+    code = "unauthenticated"
+
+
+STATUS_OF[BodyTooLarge] = 413
+STATUS_OF[Unauthenticated] = 401
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status)
+
+
+def status_of(exc: UnderwayError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 500
+
+
+def response_for(exc: Exception) -> JSONResponse:
+    if isinstance(exc, UnderwayError):
+        return error_response(status_of(exc), exc.code, exc.message, exc.details)
+    if isinstance(exc, RequestValidationError):
+        problems = [
+            {"loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['message']}" for p in problems)
+        return error_response(422, "invalid_request", f"invalid request: {summary}", problems)
+    if isinstance(exc, HTTPException):
+        return error_response(exc.status_code, "http_error", str(exc.detail))
+    raise exc
+
+
+class ErrorRoute(APIRoute):
+    """An APIRoute whose errors come out in underway's one shape, and whose bodies are capped."""
+
+    body_limit = 1024 * 1024
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        limit = self.body_limit
+
+        async def handle(request: Request) -> Response:
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                return _too_large(limit)
+            request._receive = _capped(request.receive, limit)
+            try:
+                return await handler(request)
+            except (UnderwayError, RequestValidationError, HTTPException) as exc:
+                # FastAPI turns an error raised while it reads the body into a 400 "error
+                # parsing the body" whose cause is ours: a chunked body over the limit.
+                if isinstance(exc, BodyTooLarge) or isinstance(exc.__cause__, BodyTooLarge):
+                    return _too_large(limit)
+                if isinstance(exc.__cause__, UnicodeDecodeError):  # as FastAPI answers bad JSON
+                    return _not_json(exc.__cause__)
+                return response_for(exc)
+
+        return handle
+
+
+def _not_json(exc: UnicodeDecodeError) -> JSONResponse:
+    message = f"the body is not JSON: it is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    problem = {"loc": ["body"], "message": message, "type": "json_invalid"}
+    return error_response(422, "invalid_request", f"invalid request: body: {message}", [problem])
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return error_response(413, BodyTooLarge.code, f"the body is larger than {limit} bytes", {"limit": limit})
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        return message
+
+    return capped
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "model": None}
+    for status, description in (
+        (404, "No such job"),
+        (409, "The job is not in a state that allows this"),
+        (413, "Body too large"),
+        (422, "Invalid request or task arguments"),
+    )
+}

@@ -1,0 +1,177 @@
+"""Wire shapes of the HTTP API: strict input models, and output models for the OpenAPI schema.
+
+Outputs are built by ``Job.to_dict()`` / ``Event.to_dict()`` (the same shapes ``--json``
+prints); the models here describe them, and a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from ..jobs import Status
+
+StatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+EventTypeName = Literal["status", "progress", "log", "prompt", "answer"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _iso_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("a date-time is ISO 8601 text, such as 2030-01-01T12:00:00Z")
+    return value
+
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not _EARLIEST <= value <= _LATEST:  # beyond, times no longer convert back to text
+        raise ValueError("a date-time must lie between 1970-01-01 and 9999-01-01 (UTC)")
+    return value
+
+
+#: ISO 8601 text only (no numbers), read as UTC when it has no offset, between 1970 and 9999.
+#: FastAPI validates the parsed JSON in Python mode, where a strict ``datetime`` refuses every
+#: string: this field is lax for strings and refuses everything else itself.
+IsoDatetime = Annotated[
+    datetime, Field(strict=False), BeforeValidator(_iso_text), AfterValidator(_utc_in_range)
+]
+
+
+class SubmitRequest(StrictModel):
+    task: str = Field(min_length=1, max_length=200, description="name of a registered task")
+    args: dict[str, Any] = Field(default_factory=dict, description="the task's arguments")
+    queue: str | None = Field(default=None, min_length=1, max_length=100)
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    run_at: IsoDatetime | None = Field(
+        default=None, description="not before this time (ISO 8601; UTC when it has no offset)"
+    )
+    delay: float | None = Field(default=None, ge=0, le=366 * 86400, description="seconds from now")
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
+    labels: dict[str, str] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"task": "crawl"}]}
+    )
+
+
+class AnswerRequest(StrictModel):
+    value: Any = Field(description="the answer (any JSON value)")
+    key: str | None = Field(default=None, description="the question's key (default: the one asked now)")
+
+
+class CancelRequest(StrictModel):
+    status: list[StatusName] = Field(default_factory=list)
+    queue: str | None = None
+    task: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class JobOut(BaseModel):
+    id: str
+    queue: str
+    task: str
+    args: dict[str, Any]
+    status: StatusName
+    priority: int
+    run_at: str | None
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    lease_until: str | None
+    worker_id: str | None
+    owner: str | None
+    labels: dict[str, str]
+    progress: dict[str, Any] | None
+    prompt: dict[str, Any] | None
+    answers: dict[str, Any]
+    checkpoint: Any
+    result: Any
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    last_seq: int
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= to get the next (older) page")
+
+
+class EventOut(BaseModel):
+    seq: int
+    job_id: str
+    type: EventTypeName
+    at: str | None
+    data: dict[str, Any]
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="pass as ?after= to get what follows")
+    status: StatusName
+
+
+class CancelCount(BaseModel):
+    cancelled: int
+
+
+class TaskOut(BaseModel):
+    name: str
+    queue: str
+    priority: int
+    timeout: float | None
+    max_attempts: int
+    is_async: bool
+    doc: str | None
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskOut]
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: int
+    started_at: str | None
+    last_seen: str | None
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut]
+
+
+class Health(BaseModel):
+    ok: bool
+    store: str
+
+
+def statuses(names: Sequence[str]) -> tuple[Status, ...]:
+    return tuple(Status(name) for name in names)
