@@ -33,17 +33,24 @@ def clean_env() -> dict[str, str]:
 def run_example(name: str, tmp_path: Path) -> str:
     """Run ``examples/<name>`` in ``tmp_path``; return its stdout (it must exit with status 0)."""
     shutil.copy(EXAMPLES / name, tmp_path / name)
-    done = subprocess.run(
-        [sys.executable, name],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, name],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{name} ran over {TIMEOUT} s:\n{_text(exc.stdout)}\n{_text(exc.stderr)}")
     assert done.returncode == 0, f"{name} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def lines_of(output: str) -> list[str]:

@@ -10,9 +10,7 @@ Events' integer ids follow commit order, which makes them the cross-process feed
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-import json
 import sqlite3
 import threading
 import time
@@ -22,12 +20,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from ..events import Event, EventType, NewEvent, answer_event, dumps, prompt_event, status_event
+from ..events import Event, NewEvent, answer_event, dumps, status_event
 from ..exceptions import ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
-from ..jobs import ACTIVE, TERMINAL, Job, Status, sources_of
+from ..jobs import ACTIVE, TERMINAL, Job, Status
 from . import sql
 from .base import (
-    UNSET,
     Finished,
     Heartbeat,
     JobFilter,
@@ -38,6 +35,21 @@ from .base import (
     WorkerWrite,
 )
 from .changes import ChangeWatch
+from .rows import (
+    after_cancel,
+    event_from_row,
+    expired,
+    job_from_row,
+    move_sources,
+    new_job,
+    numbered,
+    overdue,
+    sweep_result,
+    worker_from_row,
+    worker_params,
+    write_events,
+    write_params,
+)
 from .sqlite_connection import FileLock, WalDoorbell, connect
 
 T = TypeVar("T")
@@ -288,7 +300,7 @@ class SQLiteStore:
     async def workers(self, seen_within: float) -> list[WorkerInfo]:
         since = time.time() - seen_within
         rows = await self._read(lambda conn: conn.execute(Q["workers"], (since,)).fetchall())
-        return [_worker(row) for row in rows]
+        return [worker_from_row(row) for row in rows]
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._write(lambda conn, now: conn.execute(Q["remove_worker"], (worker_id,)))
@@ -315,7 +327,7 @@ class SQLiteStore:
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._quick_read(lambda conn: conn.execute(Q["get_job"], (job_id,)).fetchone())
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     async def list_jobs(
         self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
@@ -326,7 +338,7 @@ class SQLiteStore:
             params.append(before)
         query = f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(query, [*params, limit]).fetchall())
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     async def events(
         self, job_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
@@ -338,11 +350,11 @@ class SQLiteStore:
             else (Q["events_after"], (job_id, after, limit))
         )
         rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
-        return [_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
         rows = await self._quick_read(lambda conn: conn.execute(Q["feed"], (after, limit)).fetchall())
-        return [_event(row) for row in rows], (rows[-1]["id"] if rows else after)
+        return [event_from_row(row) for row in rows], (rows[-1]["id"] if rows else after)
 
     async def feed_position(self) -> int:
         row = await self._quick_read(lambda conn: conn.execute(Q["feed_position"]).fetchone())
@@ -395,26 +407,7 @@ def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> li
     )
     queued = dumps(status_event(Status.QUEUED, 0).data)
     conn.executemany(Q["insert_event"], [(j.id, 1, "status", now, queued) for j in jobs])
-    return [_new_job(j, now) for j in jobs]
-
-
-def _new_job(new: NewJob, now: float) -> Job:
-    return Job(
-        id=new.id,
-        queue=new.queue,
-        task=new.task,
-        args=new.args,
-        status=Status.QUEUED,
-        priority=new.priority,
-        run_at=new.run_at,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        owner=new.owner,
-        labels=new.labels,
-        created_at=now,
-        updated_at=now,
-        last_seq=1,
-    )
+    return [new_job(j, now) for j in jobs]
 
 
 def _claim(
@@ -430,7 +423,7 @@ def _claim(
         return []
     params = {"lease_until": now + lease_timeout, "worker_id": worker_id, "now": now, "ids": dumps(ids)}
     order = {job_id: n for n, job_id in enumerate(ids)}
-    jobs = sorted((_job(row) for row in conn.execute(Q["claim"], params)), key=lambda j: order[j.id])
+    jobs = sorted((job_from_row(row) for row in conn.execute(Q["claim"], params)), key=lambda j: order[j.id])
     _append_many(conn, now, [(j.id, j.last_seq, status_event(Status.RUNNING, j.attempt)) for j in jobs])
     return jobs
 
@@ -452,7 +445,7 @@ def _heartbeat(
     leases: Sequence[Lease],
     lease_timeout: float,
 ) -> Heartbeat:
-    conn.execute(Q["upsert_worker"], {**_worker_row(worker), "last_seen": now})
+    conn.execute(Q["upsert_worker"], {**worker_params(worker), "last_seen": now})
     lost, cancelling = set(), set()
     for lease in leases:
         row = conn.execute(Q["extend_lease"], (now + lease_timeout, lease.job_id, lease.attempt)).fetchone()
@@ -479,43 +472,12 @@ def _apply(
 ) -> list[tuple[str, int, NewEvent]] | None:
     """Apply one fenced write to the job row; its events with their seqs, or None if refused."""
     if write.status is Status.QUEUED and _cancel_requested(conn, write.lease):
-        # The attempt ended after a cancel was asked: the job must not run again.
-        write = dataclasses.replace(
-            write, status=Status.CANCELLED, run_at=None, hand_back=False, reason="cancelled"
-        )
-    events = list(write.events)
-    if write.progress is not None:
-        events.append(NewEvent(EventType.PROGRESS, write.progress))
-    if write.status is not None:
-        events.append(
-            status_event(
-                write.status,
-                write.lease.attempt,
-                result=write.result,
-                error=write.error,
-                run_at=write.run_at,
-                reason=write.reason,
-            )
-        )
-        if write.prompt is not None:
-            events.append(prompt_event(write.prompt))
-    params: dict[str, Any] = {
-        "id": write.lease.job_id,
-        "attempt": write.lease.attempt,
-        "events": len(events),
-        "now": now,
-        "progress": None if write.progress is None else dumps(write.progress),
-        "set_checkpoint": write.checkpoint is not UNSET,
-        "checkpoint": None if write.checkpoint is UNSET else dumps(write.checkpoint),
-    }
-    if write.status is None:
-        row = conn.execute(Q["fenced_touch"], params).fetchone()
-    else:
-        row = conn.execute(_fenced_move_sql(write.status), {**params, **_move_params(write)}).fetchone()
-    if row is None:
-        return None
-    first = row[0] - len(events) + 1
-    return [(write.lease.job_id, first + i, e) for i, e in enumerate(events)]
+        write = after_cancel(write)
+    events = write_events(write)
+    params = write_params(write, len(events), now)
+    query = Q["fenced_touch"] if write.status is None else _fenced_move_sql(write.status)
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else numbered(write.lease.job_id, row[0], events)
 
 
 def _cancel_requested(conn: sqlite3.Connection, lease: Lease) -> bool:
@@ -526,20 +488,7 @@ def _cancel_requested(conn: sqlite3.Connection, lease: Lease) -> bool:
 @functools.cache
 def _fenced_move_sql(target: Status) -> str:
     """The fenced move to ``target``, from the statuses a worker may move it from."""
-    sources = sorted(s.value for s in sources_of(target) if s in ACTIVE)
-    return Q["fenced_move"].format(sources=", ".join(f"'{source}'" for source in sources))
-
-
-def _move_params(write: WorkerWrite) -> dict[str, Any]:
-    assert write.status is not None
-    return {
-        "status": write.status.value,
-        "result": dumps(write.result) if write.status is Status.SUCCEEDED else None,
-        "error": None if write.error is None else dumps(write.error),
-        "prompt": None if write.prompt is None else dumps(write.prompt),
-        "run_at": write.run_at,
-        "hand_back": int(write.hand_back),
-    }
+    return Q["fenced_move"].format(sources=move_sources(target))
 
 
 def _append_many(conn: sqlite3.Connection, now: float, rows: Sequence[tuple[str, int, NewEvent]]) -> None:
@@ -551,32 +500,16 @@ def _append_many(conn: sqlite3.Connection, now: float, rows: Sequence[tuple[str,
 
 def _sweep(conn: sqlite3.Connection, now: float, cancel_grace: float) -> SweepResult:
     writes = [
-        _expired(job_id, attempt, max_attempts, cancelling, now)
+        expired(job_id, attempt, max_attempts, bool(cancelling), now)
         for job_id, attempt, max_attempts, cancelling in conn.execute(Q["expired_leases"], (now,)).fetchall()
     ]
     writes += [
-        WorkerWrite(lease=Lease(job_id, attempt), status=Status.CANCELLED, reason="cancel_grace")
+        overdue(job_id, attempt)
         for job_id, attempt in conn.execute(Q["overdue_cancels"], (now - cancel_grace,)).fetchall()
     ]
     accepted = _record_all(conn, now, writes)
     conn.execute(Q["forget_workers"], (now - 86400.0,))
-    done = [w.status for w, ok in zip(writes, accepted, strict=True) if ok]
-    return SweepResult(
-        requeued=done.count(Status.QUEUED),
-        failed=done.count(Status.FAILED),
-        cancelled=done.count(Status.CANCELLED),
-    )
-
-
-def _expired(job_id: str, attempt: int, max_attempts: int, cancelling: int, now: float) -> WorkerWrite:
-    """What an expired lease turns into: cancelled if asked, failed if out of attempts, else queued."""
-    lease = Lease(job_id, attempt)
-    if cancelling:
-        return WorkerWrite(lease=lease, status=Status.CANCELLED, reason="lease_expired")
-    if attempt >= max_attempts:
-        error = {"type": "LeaseExpired", "message": "the worker running this job stopped heartbeating"}
-        return WorkerWrite(lease=lease, status=Status.FAILED, error=error, reason="lease_expired")
-    return WorkerWrite(lease=lease, status=Status.QUEUED, run_at=now, reason="lease_expired")
+    return sweep_result(writes, accepted)
 
 
 def _prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
@@ -600,7 +533,7 @@ def _cancel(conn: sqlite3.Connection, now: float, job_filter: JobFilter) -> list
             row = conn.execute(Q["request_cancel"], {"id": job_id, "now": now}).fetchone()
             event = status_event(Status(status), row["attempt"], cancel_requested=True) if row else None
         if row is not None and event is not None:
-            job = _job(row)
+            job = job_from_row(row)
             _append_many(conn, now, [(job.id, job.last_seq, event)])
             changed.append(job)
     return changed
@@ -622,7 +555,7 @@ def _answer(conn: sqlite3.Connection, now: float, job_id: str, key: str, value: 
     row = conn.execute(
         Q["answer"], {"id": job_id, "key": key, "answers": dumps(answers), "now": now}
     ).fetchone()
-    job = _job(row)
+    job = job_from_row(row)
     _append_many(
         conn,
         now,
@@ -642,7 +575,7 @@ def _retry(conn: sqlite3.Connection, now: float, job_id: str, max_attempts: int)
             f"job {job_id} is {current.status.value}: only a finished job can be retried",
             details={"status": current.status.value},
         )
-    job = _job(row)
+    job = job_from_row(row)
     _append_many(
         conn, now, [(job_id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))]
     )
@@ -663,7 +596,7 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job:
     row = conn.execute(Q["get_job"], (job_id,)).fetchone()
     if row is None:
         raise JobNotFound(job_id)
-    return _job(row)
+    return job_from_row(row)
 
 
 def _where(job_filter: JobFilter) -> tuple[str, list[Any]]:
@@ -684,76 +617,3 @@ def _where(job_filter: JobFilter) -> tuple[str, list[Any]]:
         clauses.append("json_extract(labels, '$.' || json_quote(?)) = ?")
         params += list(job_filter.label)
     return " AND ".join(clauses), params
-
-
-# -- rows ------------------------------------------------------------------------------------
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        queue=row["queue"],
-        task=row["task"],
-        args=json.loads(row["args"]),
-        status=Status(row["status"]),
-        priority=row["priority"],
-        run_at=row["run_at"],
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        timeout=row["timeout"],
-        lease_until=row["lease_until"],
-        worker_id=row["worker_id"],
-        owner=row["owner"],
-        labels=json.loads(row["labels"]),
-        progress=_loads(row["progress"]),
-        prompt=_loads(row["prompt"]),
-        answers=json.loads(row["answers"]),
-        checkpoint=_loads(row["checkpoint"]),
-        result=_loads(row["result"]),
-        error=_loads(row["error"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_seq=row["last_seq"],
-    )
-
-
-def _event(row: sqlite3.Row) -> Event:
-    return Event(
-        job_id=row["job_id"],
-        seq=row["seq"],
-        type=EventType(row["type"]),
-        at=row["at"],
-        data=json.loads(row["data"]),
-    )
-
-
-def _worker_row(worker: WorkerInfo) -> dict[str, Any]:
-    return {
-        "id": worker.id,
-        "host": worker.host,
-        "pid": worker.pid,
-        "queues": dumps(list(worker.queues)),
-        "concurrency": worker.concurrency,
-        "running": worker.running,
-        "started_at": worker.started_at,
-    }
-
-
-def _worker(row: sqlite3.Row) -> WorkerInfo:
-    return WorkerInfo(
-        id=row["id"],
-        host=row["host"],
-        pid=row["pid"],
-        queues=tuple(json.loads(row["queues"])),
-        concurrency=row["concurrency"],
-        running=row["running"],
-        started_at=row["started_at"],
-        last_seen=row["last_seen"],
-    )

@@ -1,0 +1,201 @@
+"""What every SQL store shares: rows to records, and the rules of a worker's fenced write.
+
+Rows come from any driver whose rows are read by column name (``sqlite3.Row``, psycopg's
+``dict_row``), with JSON columns as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..events import Event, EventType, NewEvent, dumps, prompt_event, status_event
+from ..jobs import ACTIVE, Job, Status, sources_of
+from .base import UNSET, Lease, NewJob, SweepResult, WorkerInfo, WorkerWrite
+
+Row = Mapping[str, Any]
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def job_from_row(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        task=row["task"],
+        args=json.loads(row["args"]),
+        status=Status(row["status"]),
+        priority=row["priority"],
+        run_at=row["run_at"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        lease_until=row["lease_until"],
+        worker_id=row["worker_id"],
+        owner=row["owner"],
+        labels=json.loads(row["labels"]),
+        progress=_loads(row["progress"]),
+        prompt=_loads(row["prompt"]),
+        answers=json.loads(row["answers"]),
+        checkpoint=_loads(row["checkpoint"]),
+        result=_loads(row["result"]),
+        error=_loads(row["error"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_seq=row["last_seq"],
+    )
+
+
+def new_job(new: NewJob, now: float) -> Job:
+    """The record of a job just inserted as ``queued``."""
+    return Job(
+        id=new.id,
+        queue=new.queue,
+        task=new.task,
+        args=new.args,
+        status=Status.QUEUED,
+        priority=new.priority,
+        run_at=new.run_at,
+        max_attempts=new.max_attempts,
+        timeout=new.timeout,
+        owner=new.owner,
+        labels=new.labels,
+        created_at=now,
+        updated_at=now,
+        last_seq=1,
+    )
+
+
+def event_from_row(row: Row) -> Event:
+    return Event(
+        job_id=row["job_id"],
+        seq=row["seq"],
+        type=EventType(row["type"]),
+        at=row["at"],
+        data=json.loads(row["data"]),
+    )
+
+
+def worker_params(worker: WorkerInfo) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "queues": dumps(list(worker.queues)),
+        "concurrency": worker.concurrency,
+        "running": worker.running,
+        "started_at": worker.started_at,
+    }
+
+
+def worker_from_row(row: Row) -> WorkerInfo:
+    return WorkerInfo(
+        id=row["id"],
+        host=row["host"],
+        pid=row["pid"],
+        queues=tuple(json.loads(row["queues"])),
+        concurrency=row["concurrency"],
+        running=row["running"],
+        started_at=row["started_at"],
+        last_seen=row["last_seen"],
+    )
+
+
+# -- a worker's fenced write -------------------------------------------------------------------
+
+
+def after_cancel(write: WorkerWrite) -> WorkerWrite:
+    """A write that ends an attempt after a cancel was asked: the job must not run again."""
+    return dataclasses.replace(
+        write, status=Status.CANCELLED, run_at=None, hand_back=False, reason="cancelled"
+    )
+
+
+def write_events(write: WorkerWrite) -> list[NewEvent]:
+    """The events a write appends, in order: its logs, its progress, its status (and prompt)."""
+    events = list(write.events)
+    if write.progress is not None:
+        events.append(NewEvent(EventType.PROGRESS, write.progress))
+    if write.status is not None:
+        events.append(
+            status_event(
+                write.status,
+                write.lease.attempt,
+                result=write.result,
+                error=write.error,
+                run_at=write.run_at,
+                reason=write.reason,
+            )
+        )
+        if write.prompt is not None:
+            events.append(prompt_event(write.prompt))
+    return events
+
+
+def write_params(write: WorkerWrite, events: int, now: float) -> dict[str, Any]:
+    """The parameters of the fenced statement (``fenced_touch`` or ``fenced_move``)."""
+    params: dict[str, Any] = {
+        "id": write.lease.job_id,
+        "attempt": write.lease.attempt,
+        "events": events,
+        "now": now,
+        "progress": None if write.progress is None else dumps(write.progress),
+        "set_checkpoint": write.checkpoint is not UNSET,
+        "checkpoint": None if write.checkpoint is UNSET else dumps(write.checkpoint),
+    }
+    if write.status is not None:
+        params.update(
+            status=write.status.value,
+            result=dumps(write.result) if write.status is Status.SUCCEEDED else None,
+            error=None if write.error is None else dumps(write.error),
+            prompt=None if write.prompt is None else dumps(write.prompt),
+            run_at=write.run_at,
+            hand_back=int(write.hand_back),
+        )
+    return params
+
+
+def move_sources(target: Status) -> str:
+    """The statuses a worker may move a job to ``target`` from, as a SQL list of literals."""
+    return ", ".join(f"'{source}'" for source in sorted(s.value for s in sources_of(target) if s in ACTIVE))
+
+
+def numbered(job_id: str, last_seq: int, events: Sequence[NewEvent]) -> list[tuple[str, int, NewEvent]]:
+    """``events`` with their seqs, the last of them being ``last_seq``."""
+    first = last_seq - len(events) + 1
+    return [(job_id, first + i, event) for i, event in enumerate(events)]
+
+
+# -- the sweep ---------------------------------------------------------------------------------
+
+
+def expired(job_id: str, attempt: int, max_attempts: int, cancelling: bool, now: float) -> WorkerWrite:
+    """What an expired lease turns into: cancelled if asked, failed if out of attempts, else queued."""
+    lease = Lease(job_id, attempt)
+    if cancelling:
+        return WorkerWrite(lease=lease, status=Status.CANCELLED, reason="lease_expired")
+    if attempt >= max_attempts:
+        error = {"type": "LeaseExpired", "message": "the worker running this job stopped heartbeating"}
+        return WorkerWrite(lease=lease, status=Status.FAILED, error=error, reason="lease_expired")
+    return WorkerWrite(lease=lease, status=Status.QUEUED, run_at=now, reason="lease_expired")
+
+
+def overdue(job_id: str, attempt: int) -> WorkerWrite:
+    """The end of a job that ignored its cancel request past the grace."""
+    return WorkerWrite(lease=Lease(job_id, attempt), status=Status.CANCELLED, reason="cancel_grace")
+
+
+def sweep_result(writes: Sequence[WorkerWrite], accepted: Sequence[bool]) -> SweepResult:
+    done = [w.status for w, ok in zip(writes, accepted, strict=True) if ok]
+    return SweepResult(
+        requeued=done.count(Status.QUEUED),
+        failed=done.count(Status.FAILED),
+        cancelled=done.count(Status.CANCELLED),
+    )
