@@ -8,7 +8,7 @@ adding its name here and a branch in :func:`_fresh_url`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,9 @@ import pytest
 from underway.events import Event, EventType
 from underway.store import JobFilter, Store, open_store
 
-BACKENDS = ["sqlite"]
+from postgres_support import fresh_postgres_url
+
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -24,10 +26,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _fresh_url(backend: str, tmp_path: Path) -> str:
-    """A store URL of a fresh, empty database for ``backend`` (one of BACKENDS)."""
-    assert backend == "sqlite", f"BACKENDS names {backend!r}: add how to make its database here"
-    return f"sqlite:///{tmp_path / 'underway.db'}"
+def _fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A store URL of a fresh, empty database for ``backend`` (one of BACKENDS), then clean up."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'underway.db'}"
+    elif backend == "postgres":
+        yield from fresh_postgres_url()
+    else:  # pragma: no cover
+        raise AssertionError(f"BACKENDS names {backend!r}: add how to make its database here")
 
 
 class StoreFactory:
@@ -50,8 +56,14 @@ class StoreFactory:
 
 
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return _fresh_url(request.param, tmp_path)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from _fresh_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL store URL on a fresh schema of the test database."""
+    yield from fresh_postgres_url()
 
 
 @pytest.fixture

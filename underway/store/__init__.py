@@ -39,8 +39,9 @@ def open_store(url: str, *, poll_interval: float = 0.001) -> Store:
 
         return SQLiteStore(url, poll_interval=poll_interval)
     if scheme in ("postgres", "postgresql"):
-        raise ConfigError(
-            "this version of underway has no PostgreSQL store yet: use a sqlite:/// URL",
-            details={"url_scheme": scheme},
-        )
-    raise ConfigError(f"unknown store URL scheme {scheme!r}: use sqlite:///path.db")
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ConfigError(
+        f"unknown store URL scheme {scheme!r}: use sqlite:///path.db or postgresql://host/database"
+    )

@@ -1,0 +1,792 @@
+"""The PostgreSQL store: many API servers and workers on many machines, one database.
+
+SQL runs in threads, on connections of a psycopg_pool pool (the store serves any event loop,
+like the SQLite store, and psycopg's sync driver releases the GIL while it waits). Tables are
+created in the first schema of the connection's ``search_path``
+(``postgresql://…?options=-csearch_path%3Dmyschema`` picks another than ``public``).
+
+Every read-then-write is one transaction; claims lock their rows with ``FOR UPDATE SKIP LOCKED``.
+Events are inserted last in a transaction, under a transaction-level advisory lock held until
+the commit, so their ids follow commit order and serve as the feed's cursor. The same
+transaction sends a ``NOTIFY`` (ids only); one ``LISTEN`` connection per process wakes its
+waiters. A lost notification only delays: waiters time out and look again, and the listener
+pokes everyone after it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+from weakref import WeakKeyDictionary
+
+from ..events import Event, NewEvent, answer_event, dumps, status_event
+from ..exceptions import ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
+from ..jobs import ACTIVE, TERMINAL, Job, Status
+from . import sql
+from .base import Finished, Heartbeat, JobFilter, Lease, NewJob, SweepResult, WorkerInfo, WorkerWrite
+from .changes import ChangeWatch
+from .rows import (
+    after_cancel,
+    event_from_row,
+    expired,
+    job_from_row,
+    move_sources,
+    new_job,
+    numbered,
+    overdue,
+    sweep_result,
+    worker_from_row,
+    worker_params,
+    write_events,
+    write_params,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+T = TypeVar("T")
+#: Statements as bytes: psycopg takes ``bytes`` (or literal strings) as queries.
+_TEXT = sql.queries("postgres")
+Q = {name: text.encode() for name, text in _TEXT.items()}
+logger = logging.getLogger("underway.store.postgres")
+
+_TERMINAL = [s.value for s in TERMINAL]
+_ACTIVE = [s.value for s in ACTIVE]
+#: Transactions that failed for a reason a new try fixes (deadlock, a connection that broke
+#: before the commit) run again this many times.
+TRIES = 3
+#: With the listener connected, waiters still look this often, as a safety net.
+FALLBACK_INTERVAL = 0.5
+#: How long the listener waits for a notification before it checks whether it should stop.
+LISTEN_TICK = 1.0
+#: The listener's delays between reconnection attempts grow to this.
+LISTEN_BACKOFF_MAX = 2.0
+#: How long opening the store waits for the database.
+CONNECT_TIMEOUT = 10.0
+INSTALL_HINT = "the PostgreSQL store needs psycopg: pip install 'underway[postgres]'"
+
+
+def _import_driver() -> tuple[Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:
+        raise ConfigError(INSTALL_HINT, details={"missing": exc.name}) from exc
+    return psycopg, psycopg_pool
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for ``parts`` (stable across processes)."""
+    digest = hashlib.blake2b("\0".join(("underway", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class _Tx:
+    """One write transaction: statements run now; events and the notification go in last."""
+
+    def __init__(self, conn: psycopg.Connection[Any], now: float) -> None:
+        self.conn = conn
+        self.now = now
+        self.events: list[tuple[str, int, NewEvent]] = []
+        self.changed = False
+
+    def one(self, query: bytes, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = self.conn.execute(query, params).fetchone()
+        return row
+
+    def all(self, query: bytes, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.conn.execute(query, params).fetchall()
+        return rows
+
+    def run(self, query: bytes, params: dict[str, Any] | None = None) -> int:
+        """Run a statement; the number of rows it changed."""
+        cursor = self.conn.execute(query, params)
+        if cursor.rowcount > 0:
+            self.changed = True
+        return cursor.rowcount
+
+    def append(self, rows: Iterable[tuple[str, int, NewEvent]]) -> None:
+        self.events += rows
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, pool_size: int = 8, poll_interval: float = FALLBACK_INTERVAL) -> None:
+        self.url = url
+        self._psycopg, self._pool_module = _import_driver()
+        self._pool_size = pool_size
+        self._fallback_interval = max(poll_interval, FALLBACK_INTERVAL)
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._opened = False
+        self._open_lock = threading.Lock()
+        self._schema = ""
+        self._channel = ""
+        self._feed_key = 0
+        self._watches: WeakKeyDictionary[asyncio.AbstractEventLoop, ChangeWatch] = WeakKeyDictionary()
+        self._watches_lock = threading.Lock()
+        self._notifications = 0
+        self._listener: threading.Thread | None = None
+        self._listening: psycopg.Connection[Any] | None = None
+        self._listen_ready = threading.Event()
+        self._closing = threading.Event()
+        #: Sent with this store's notifications, so that its listener skips them: its own
+        #: writes poke its waiters at once.
+        self._origin = secrets.token_hex(8)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self._run(self._open)
+
+    def _open(self) -> None:
+        with self._open_lock:
+            if self._opened:
+                return
+            self._closing.clear()
+            self._connect_pool()
+            self._migrate()
+            self._opened = True
+        self._start_listener()
+
+    def _connect_pool(self) -> None:
+        if self._pool is not None:
+            return
+        from psycopg.rows import dict_row
+
+        pool = self._pool_module.ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            configure=_configure,
+            open=False,
+            name="underway",
+            num_workers=1,
+            timeout=CONNECT_TIMEOUT,
+        )
+        try:
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except self._pool_module.PoolTimeout as exc:
+            pool.close()
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_safe(self.url)} within {CONNECT_TIMEOUT:g} s:"
+                " is it running, and does the URL name a database that exists?"
+            ) from exc
+        self._pool = pool
+        with pool.connection() as conn:
+            row = conn.execute(b"SELECT current_schema() AS schema").fetchone()
+        if row is None or row["schema"] is None:
+            raise ConfigError(
+                "the PostgreSQL connection has no current schema: set a search_path"
+                " whose first schema exists (options=-csearch_path%3Dmyschema)"
+            )
+        self._schema = row["schema"]
+        self._channel = f"underway.{self._schema}"
+        self._feed_key = _lock_key("feed", self._schema)
+
+    async def close(self) -> None:
+        here = asyncio.get_running_loop()
+        with self._watches_lock:
+            watches = list(self._watches.items())
+            self._watches.clear()
+        for loop, watch in watches:
+            if loop is here:
+                watch.close()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(watch.close)
+        self._closing.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await asyncio.to_thread(self._stop_listener, listener)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
+            self._pool = None
+        self._opened = False
+
+    def _stop_listener(self, listener: threading.Thread) -> None:
+        # A notification of our own wakes the listener at once instead of at its next tick.
+        if self._pool is not None:
+            try:
+                with self._pool.connection(timeout=1.0) as conn:
+                    conn.execute(Q["notify"], {"channel": self._channel, "payload": "close"})
+            except Exception:  # the listener ends at its next tick anyway
+                logger.debug("could not wake the listener", exc_info=True)
+        listener.join(LISTEN_TICK * 2)
+
+    async def migrate(self) -> list[str]:
+        return await self._run(self._connect_and_migrate)
+
+    def _connect_and_migrate(self) -> list[str]:
+        self._connect_pool()
+        return self._migrate()
+
+    def _migrate(self) -> list[str]:
+        assert self._pool is not None
+        known = sql.migrations("postgres")
+        newest = max(m.version for m in known)
+        with self._pool.connection() as conn, conn.transaction():
+            # Two processes starting together: the second waits here, then finds nothing to do.
+            lock = {"key": _lock_key("migrate", self._schema)}
+            conn.execute(b"SELECT pg_advisory_xact_lock(%(key)s)", lock)
+            conn.execute(
+                b"CREATE TABLE IF NOT EXISTS underway_migrations"
+                b" (version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
+            )
+            done = {row["version"] for row in conn.execute(b"SELECT version FROM underway_migrations")}
+            if done and max(done) > newest:
+                raise SchemaError(
+                    f"the database has underway schema version {max(done)}, newer than this"
+                    f" underway knows ({newest}): upgrade underway"
+                )
+            todo = list(known) if not done else [m for m in known if m.version not in done]
+            if not done:
+                conn.execute(sql.schema("postgres").encode())
+            else:
+                for migration in todo:
+                    conn.execute(migration.sql.encode())
+            for migration in todo:
+                conn.execute(
+                    b"INSERT INTO underway_migrations VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, time.time()),
+                )
+        return [m.name for m in todo]
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _executor_for_calls(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            with self._open_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self._pool_size, thread_name_prefix="underway-pg")
+        return self._executor
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.wrap_future(self._executor_for_calls().submit(fn))
+        except self._psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def _write(self, fn: Callable[[_Tx, float], T]) -> T:
+        """Run ``fn(tx, now)`` in one transaction; events and a notification are added last."""
+        loop = asyncio.get_running_loop()
+        result, changed = await self._run(lambda: self._retrying(lambda: self._transaction(fn)))
+        if changed:
+            self._poke_all(loop)
+        return result
+
+    async def _read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        return await self._run(lambda: self._retrying(lambda: self._reading(fn)))
+
+    def _reading(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        if not self._opened:
+            self._open()
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            try:
+                return fn(conn)
+            except self._psycopg.OperationalError as exc:
+                raise _NothingWritten(exc) from exc
+
+    def _transaction(self, fn: Callable[[_Tx, float], T]) -> tuple[T, bool]:
+        if not self._opened:
+            self._open()
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                tx = _Tx(conn, time.time())
+                try:
+                    result = fn(tx, tx.now)
+                    self._finish(tx)
+                except self._psycopg.OperationalError as exc:
+                    raise _NothingWritten(exc) from exc
+            return result, tx.changed
+
+    def _finish(self, tx: _Tx) -> None:
+        """The end of every write: the events, under the feed lock, and the notification."""
+        if tx.events:
+            tx.conn.execute(Q["feed_lock"], {"key": self._feed_key})
+            tx.conn.execute(
+                Q["insert_events"],
+                {
+                    "now": tx.now,
+                    "job_ids": [job_id for job_id, _, _ in tx.events],
+                    "seqs": [seq for _, seq, _ in tx.events],
+                    "types": [event.type.value for _, _, event in tx.events],
+                    "data": [dumps(event.data) for _, _, event in tx.events],
+                },
+            )
+            tx.conn.execute(Q["notify"], {"channel": self._channel, "payload": self._origin})
+            tx.changed = True
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` again when it failed in a way that left nothing written: a deadlock
+        (PostgreSQL rolled it back), or a connection that broke (a restarted database, a killed
+        backend) before the commit was sent. A failure of the commit itself is not retried: the
+        commit may have happened."""
+        errors = self._psycopg.errors
+        for tries in range(1, TRIES + 1):
+            try:
+                return attempt()
+            except (errors.DeadlockDetected, errors.SerializationFailure):
+                if tries == TRIES:
+                    raise
+            except _NothingWritten as failed:
+                if tries == TRIES:
+                    raise failed.error from None
+                time.sleep(0.05 * tries)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _poke_all(self, here: asyncio.AbstractEventLoop) -> None:
+        with self._watches_lock:
+            watches = list(self._watches.items())
+        for loop, watch in watches:
+            if loop is here:
+                watch.poke()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(watch.poke)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _watch(self) -> ChangeWatch:
+        loop = asyncio.get_running_loop()
+        watch = self._watches.get(loop)
+        if watch is None:
+            watch = ChangeWatch(lambda: self._notifications, self._fallback_interval)
+            with self._watches_lock:
+                self._watches[loop] = watch
+        return watch
+
+    def _start_listener(self) -> None:
+        """Start listening, and wait until the first LISTEN is in place: a change committed
+        after the store opened is then always notified."""
+        with self._open_lock:
+            if self._listener is None and not self._closing.is_set():
+                self._listen_ready.clear()
+                self._listener = threading.Thread(target=self._listen, name="underway-pg-listen", daemon=True)
+                self._listener.start()
+        if not self._listen_ready.wait(CONNECT_TIMEOUT):
+            logger.warning("no LISTEN connection yet: changes are seen by polling until it connects")
+
+    def _listen(self) -> None:
+        """One LISTEN connection per store, reconnected for as long as the store is open."""
+        delay = 0.05
+        reconnecting = False
+        while not self._closing.is_set():
+            try:
+                with self._psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    keepalives=1,
+                    keepalives_idle=5,
+                    keepalives_interval=2,
+                    keepalives_count=3,
+                    connect_timeout=int(CONNECT_TIMEOUT),
+                ) as conn:
+                    listen = self._psycopg.sql.SQL("LISTEN {}")
+                    conn.execute(listen.format(self._psycopg.sql.Identifier(self._channel)))
+                    self._listening = conn
+                    self._listen_ready.set()
+                    delay = 0.05
+                    if reconnecting:
+                        self._notified()  # whatever happened while no one listened
+                    reconnecting = True
+                    while not self._closing.is_set():
+                        for notification in conn.notifies(timeout=LISTEN_TICK):
+                            if self._closing.is_set():
+                                break
+                            if notification.payload != self._origin:
+                                self._notified()
+            except self._psycopg.Error as exc:
+                if self._closing.is_set():
+                    break
+                logger.warning("the LISTEN connection failed (%s); reconnecting in %.2fs", exc, delay)
+                self._closing.wait(delay)
+                delay = min(LISTEN_BACKOFF_MAX, delay * 2)
+            finally:
+                self._listening = None
+
+    def _notified(self) -> None:
+        self._notifications += 1
+        with self._watches_lock:
+            watches = list(self._watches.items())
+        for loop, watch in watches:
+            if not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(watch.poke)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+
+    def listener_pid(self) -> int | None:
+        """The backend pid of the LISTEN connection, if connected (for tests and diagnostics)."""
+        conn = self._listening
+        return None if conn is None else int(conn.info.backend_pid)
+
+    def change_token(self) -> int:
+        return self._watch().token()
+
+    async def wait_for_change(self, token: int, timeout: float) -> int:
+        return await self._watch().wait(token, timeout)
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        return await self._write(lambda tx, now: _enqueue(tx, now, jobs))
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
+    ) -> list[Job]:
+        return await self._write(lambda tx, now: _claim(tx, now, worker_id, queues, limit, lease_timeout))
+
+    async def next_run_at(self, queues: Sequence[str]) -> float | None:
+        if queues:
+            query, params = Q["next_run_at_queues"], {"queues": list(dict.fromkeys(queues))}
+        else:
+            query, params = Q["next_run_at_any"], {}
+        row = await self._read(lambda conn: conn.execute(query, params).fetchone())
+        return None if row is None else row["min"]
+
+    async def heartbeat(self, worker: WorkerInfo, leases: Sequence[Lease], lease_timeout: float) -> Heartbeat:
+        return await self._write(lambda tx, now: _heartbeat(tx, now, worker, leases, lease_timeout))
+
+    async def cancelling(self, worker_id: str) -> frozenset[str]:
+        rows = await self._read(
+            lambda conn: conn.execute(Q["cancelling"], {"worker_id": worker_id}).fetchall()
+        )
+        return frozenset(row["id"] for row in rows)
+
+    async def record(self, writes: Sequence[WorkerWrite]) -> list[bool]:
+        return await self._write(lambda tx, now: _record_all(tx, now, writes))
+
+    async def workers(self, seen_within: float) -> list[WorkerInfo]:
+        since = time.time() - seen_within
+        rows = await self._read(lambda conn: conn.execute(Q["workers"], {"since": since}).fetchall())
+        return [worker_from_row(row) for row in rows]
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._write(lambda tx, now: tx.run(Q["remove_worker"], {"id": worker_id}))
+
+    async def sweep(self, cancel_grace: float) -> SweepResult:
+        return await self._write(lambda tx, now: _sweep(tx, now, cancel_grace))
+
+    async def prune(self, older_than: float, limit: int = 1000) -> int:
+        return await self._write(lambda tx, now: _prune(tx, now - older_than, limit))
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def cancel(self, job_filter: JobFilter) -> list[Job]:
+        return await self._write(lambda tx, now: _cancel(tx, now, job_filter))
+
+    async def answer(self, job_id: str, key: str, value: Any) -> Job:
+        return await self._write(lambda tx, now: _answer(tx, now, job_id, key, value))
+
+    async def retry(self, job_id: str, max_attempts: int) -> Job:
+        return await self._write(lambda tx, now: _retry(tx, now, job_id, max_attempts))
+
+    async def delete(self, job_id: str) -> None:
+        await self._write(lambda tx, now: _delete(tx, job_id))
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
+        return None if row is None else job_from_row(row)
+
+    async def list_jobs(
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+    ) -> list[Job]:
+        where, params = _where(job_filter)
+        if before is not None:
+            where += " AND id < %(before)s"
+            params["before"] = before
+        query = f"SELECT * FROM underway_jobs WHERE {where} ORDER BY id DESC LIMIT %(limit)s".encode()
+        rows = await self._read(lambda conn: conn.execute(query, {**params, "limit": limit}).fetchall())
+        return [job_from_row(row) for row in rows]
+
+    async def events(
+        self, job_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[Event]:
+        params: dict[str, Any] = {"job_id": job_id, "after": after, "limit": limit}
+        query = Q["events_after"]
+        if types:
+            query, params["types"] = Q["events_after_types"], list(types)
+        rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
+        return [event_from_row(row) for row in rows]
+
+    async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
+        rows = await self._read(
+            lambda conn: conn.execute(Q["feed"], {"after": after, "limit": limit}).fetchall()
+        )
+        return [event_from_row(row) for row in rows], (rows[-1]["id"] if rows else after)
+
+    async def feed_position(self) -> int:
+        row = await self._read(lambda conn: conn.execute(Q["feed_position"]).fetchone())
+        assert row is not None
+        return int(row["position"])
+
+    async def finished_since(self, since: float) -> list[Finished]:
+        rows = await self._read(lambda conn: conn.execute(Q["finished_since"], {"since": since}).fetchall())
+        return [
+            Finished(
+                queue=row["queue"],
+                status=Status(row["status"]),
+                count=row["n"],
+                ran=row["ran"],
+                total_seconds=row["busy"],
+                longest_seconds=row["longest"],
+            )
+            for row in rows
+        ]
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
+        return counts
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """JSON columns come back as text, as the shared row readers expect."""
+    from psycopg.types.string import TextLoader
+
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, TextLoader)
+
+
+class _NothingWritten(Exception):
+    """An attempt failed on a broken connection before it sent its commit: safe to run again."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, at, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}{at}{host}"
+    return f"{scheme}{sep}{rest}"
+
+
+# -- transactions --------------------------------------------------------------------------
+
+
+def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
+    if not jobs:
+        return []
+    tx.run(
+        Q["insert_jobs"],
+        {
+            "now": now,
+            "ids": [j.id for j in jobs],
+            "queues": [j.queue for j in jobs],
+            "tasks": [j.task for j in jobs],
+            "args": [dumps(j.args) for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "timeouts": [j.timeout for j in jobs],
+            "owners": [j.owner for j in jobs],
+            "labels": [dumps(j.labels) for j in jobs],
+        },
+    )
+    queued = status_event(Status.QUEUED, 0)
+    tx.append((j.id, 1, queued) for j in jobs)
+    return [new_job(j, now) for j in jobs]
+
+
+def _claim(
+    tx: _Tx, now: float, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
+) -> list[Job]:
+    params: dict[str, Any] = {
+        "now": now,
+        "limit": limit,
+        "lease_until": now + lease_timeout,
+        "worker_id": worker_id,
+    }
+    if queues:
+        query, params["queues"] = Q["claim_queues"], list(dict.fromkeys(queues))
+    else:
+        query = Q["claim_any"]
+    rows = tx.all(query, params)
+    jobs = sorted((job_from_row(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
+    if jobs:
+        tx.changed = True
+        tx.append((j.id, j.last_seq, status_event(Status.RUNNING, j.attempt)) for j in jobs)
+    return jobs
+
+
+def _heartbeat(
+    tx: _Tx, now: float, worker: WorkerInfo, leases: Sequence[Lease], lease_timeout: float
+) -> Heartbeat:
+    tx.run(Q["upsert_worker"], {**worker_params(worker), "last_seen": now})
+    held: dict[str, bool] = {}
+    if leases:
+        rows = tx.all(
+            Q["extend_leases"],
+            {
+                "lease_until": now + lease_timeout,
+                "ids": [lease.job_id for lease in leases],
+                "attempts": [lease.attempt for lease in leases],
+            },
+        )
+        held = {row["id"]: row["cancel_requested"] for row in rows}
+    lost = frozenset(lease.job_id for lease in leases if lease.job_id not in held)
+    return Heartbeat(lost=lost, cancelling=frozenset(job_id for job_id, asked in held.items() if asked))
+
+
+def _record_all(tx: _Tx, now: float, writes: Sequence[WorkerWrite]) -> list[bool]:
+    accepted = []
+    for write in writes:
+        events = _apply(tx, now, write)
+        accepted.append(events is not None)
+        if events is not None:
+            tx.changed = True
+            tx.append(events)
+    return accepted
+
+
+def _apply(tx: _Tx, now: float, write: WorkerWrite) -> list[tuple[str, int, NewEvent]] | None:
+    """Apply one fenced write to the job row; its events with their seqs, or None if refused."""
+    if write.status is Status.QUEUED:
+        row = tx.one(Q["cancel_requested"], {"id": write.lease.job_id, "attempt": write.lease.attempt})
+        if row is not None and row["cancel_requested"]:
+            write = after_cancel(write)
+    events = write_events(write)
+    query = Q["fenced_touch"] if write.status is None else _fenced_move_sql(write.status)
+    row = tx.one(query, write_params(write, len(events), now))
+    return None if row is None else numbered(write.lease.job_id, row["last_seq"], events)
+
+
+@functools.cache
+def _fenced_move_sql(target: Status) -> bytes:
+    return _TEXT["fenced_move"].replace("{sources}", move_sources(target)).encode()
+
+
+def _sweep(tx: _Tx, now: float, cancel_grace: float) -> SweepResult:
+    writes = [
+        expired(row["id"], row["attempt"], row["max_attempts"], row["cancel_requested"], now)
+        for row in tx.all(Q["expired_leases"], {"now": now})
+    ]
+    writes += [
+        overdue(row["id"], row["attempt"])
+        for row in tx.all(Q["overdue_cancels"], {"before": now - cancel_grace})
+    ]
+    accepted = _record_all(tx, now, writes)
+    tx.run(Q["forget_workers"], {"before": now - 86400.0})
+    return sweep_result(writes, accepted)
+
+
+def _prune(tx: _Tx, before: float, limit: int) -> int:
+    ids = [row["id"] for row in tx.all(Q["prune"], {"before": before, "limit": limit})]
+    if ids:
+        tx.changed = True
+        tx.run(Q["delete_events"], {"ids": ids})
+    return len(ids)
+
+
+def _cancel(tx: _Tx, now: float, job_filter: JobFilter) -> list[Job]:
+    where, params = _where(job_filter)
+    rows = tx.all(_TEXT["cancel"].replace("{where}", where).encode(), {**params, "now": now})
+    jobs = sorted((job_from_row(row) for row in rows), key=lambda j: j.id)
+    for job in jobs:
+        tx.changed = True
+        if job.status is Status.CANCELLED:
+            event = status_event(Status.CANCELLED, job.attempt)
+        else:
+            event = status_event(job.status, job.attempt, cancel_requested=True)
+        tx.append([(job.id, job.last_seq, event)])
+    return jobs
+
+
+def _answer(tx: _Tx, now: float, job_id: str, key: str, value: Any) -> Job:
+    current = _get(tx, job_id, lock=True)
+    if current.status is not Status.WAITING or current.prompt is None:
+        raise InvalidTransition(
+            f"job {job_id} is {current.status.value}, not waiting for an answer",
+            details={"status": current.status.value},
+        )
+    if current.prompt.get("key") != key:
+        raise InvalidTransition(
+            f"job {job_id} is waiting for an answer to {current.prompt.get('key')!r}, not {key!r}",
+            details={"key": current.prompt.get("key")},
+        )
+    row = tx.one(Q["answer"], {"id": job_id, "answers": dumps({**current.answers, key: value}), "now": now})
+    assert row is not None  # the row is locked and waiting
+    job = job_from_row(row)
+    tx.changed = True
+    tx.append(
+        [
+            (job_id, job.last_seq - 1, answer_event(key, value)),
+            (job_id, job.last_seq, status_event(Status.RUNNING, job.attempt)),
+        ]
+    )
+    return job
+
+
+def _retry(tx: _Tx, now: float, job_id: str, max_attempts: int) -> Job:
+    row = tx.one(Q["retry"], {"id": job_id, "now": now, "max_attempts": max_attempts})
+    if row is None:
+        current = _get(tx, job_id)
+        raise InvalidTransition(
+            f"job {job_id} is {current.status.value}: only a finished job can be retried",
+            details={"status": current.status.value},
+        )
+    job = job_from_row(row)
+    tx.changed = True
+    tx.append([(job_id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))])
+    return job
+
+
+def _delete(tx: _Tx, job_id: str) -> None:
+    if tx.one(Q["delete_job"], {"id": job_id}) is None:
+        current = _get(tx, job_id)
+        raise InvalidTransition(
+            f"job {job_id} is {current.status.value}: cancel it and wait for it to end before deleting it",
+            details={"status": current.status.value},
+        )
+    tx.changed = True
+    tx.run(Q["delete_events"], {"ids": [job_id]})
+
+
+def _get(tx: _Tx, job_id: str, *, lock: bool = False) -> Job:
+    row = tx.one(Q["get_job_for_update" if lock else "get_job"], {"id": job_id})
+    if row is None:
+        raise JobNotFound(job_id)
+    return job_from_row(row)
+
+
+def _where(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
+    clauses = ["true"]
+    params: dict[str, Any] = {}
+    if job_filter.ids:
+        clauses.append("id = ANY(%(ids)s::text[])")
+        params["ids"] = list(job_filter.ids)
+    if job_filter.statuses:
+        clauses.append("status = ANY(%(statuses)s::text[])")
+        params["statuses"] = [s.value for s in job_filter.statuses]
+    for column in ("queue", "task", "owner"):
+        value = getattr(job_filter, column)
+        if value is not None:
+            clauses.append(f"{column} = %({column})s")
+            params[column] = value
+    if job_filter.label is not None:
+        clauses.append("labels ->> %(label_key)s = %(label_value)s")
+        params["label_key"], params["label_value"] = job_filter.label
+    return " AND ".join(clauses), params
