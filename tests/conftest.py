@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_support import fresh_postgres_url
 
 from underway.events import Event, EventType
 from underway.store import JobFilter, Store, open_store
-
-from postgres_support import fresh_postgres_url
 
 BACKENDS = ["sqlite", "postgres"]
 

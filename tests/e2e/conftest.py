@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end tests: a SQLite file in ``tmp_path``, subprocesses, a probe."""
+"""Fixtures of the end-to-end tests: a store (a SQLite file in ``tmp_path`` by default), subprocesses,
+a probe."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from pathlib import Path
 
 import pytest
 from e2e_support import Cli, Probe, Processes, subprocess_env
+from postgres_support import fresh_postgres_url
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'e2e.db'}"
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite file in ``tmp_path``; a fresh PostgreSQL schema for tests parametrized with
+    ``pytest.mark.parametrize("db_url", ["postgres"], indirect=True)``."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        yield from fresh_postgres_url()
+    else:
+        yield f"sqlite:///{tmp_path / 'e2e.db'}"
 
 
 @pytest.fixture

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from e2e_support import Probe, Processes, wait_until
 
+#: The same crashes on both stores.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+
 JOBS = 2_000
 WORKERS = 4
 

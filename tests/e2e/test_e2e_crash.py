@@ -6,10 +6,14 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+from functools import partial
 from pathlib import Path
 
 import pytest
 from e2e_support import Cli, Probe, Proc, Processes, assert_contiguous, status_events, wait_until
+
+#: The same crashes on both stores.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 
 #: Workers whose leases run out fast, and a sweeper that notices at once.
 SHORT_LEASE = ("--lease-timeout", "1s", "--sweep-interval", "0.2s")
@@ -20,26 +24,50 @@ def running_with_progress(probe: Probe, job_id: str, attempt: int) -> bool:
     return job.status.value == "running" and job.attempt == attempt and job.progress is not None
 
 
-def stop_outside_a_write(proc: Proc, db_path: Path) -> None:
-    """SIGSTOP ``proc`` at a moment it holds no write lock on the database.
+def stop_outside_a_write(proc: Proc, db_url: str, db_path: Path) -> None:
+    """SIGSTOP ``proc`` at a moment it is in no transaction.
 
-    A process stopped inside a write transaction would keep every other writer waiting (as
-    with any SQLite writer); the test wants a worker that stalls, not one that holds the file.
+    A process stopped inside a write transaction would keep other writers waiting (SQLite's
+    file lock; PostgreSQL's row locks, until the server's idle-in-transaction timeout): the
+    test wants a worker that stalls, not one that holds the database.
     """
+    in_transaction = (
+        partial(_pg_in_transaction, db_url, proc.pid)
+        if db_url.startswith("postgresql")
+        else partial(_sqlite_locked, db_path)
+    )
     for _ in range(100):
         proc.send(signal.SIGSTOP)
-        fd = os.open(f"{db_path}-lock", os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            proc.send(signal.SIGCONT)
-            continue
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        if not in_transaction():
             return
-        finally:
-            os.close(fd)
-    pytest.fail(f"{proc.name} held the write lock at every one of 100 tries")
+        proc.send(signal.SIGCONT)
+    pytest.fail(f"{proc.name} was in a transaction at every one of 100 tries")
+
+
+def _sqlite_locked(db_path: Path) -> bool:
+    fd = os.open(f"{db_path}-lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _pg_in_transaction(db_url: str, pid: int) -> bool:
+    """Whether a session of process ``pid`` (named ``underway-<pid>``) is mid-statement or
+    mid-transaction."""
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state <> 'idle'",
+            (f"underway-{pid}",),
+        ).fetchone()
+    return row is not None and row[0] > 0
 
 
 @pytest.mark.slow
@@ -81,7 +109,7 @@ def test_a_job_of_a_killed_worker_runs_again_as_its_next_attempt(
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_stalled_worker_cannot_write_after_another_took_its_job(
-    procs: Processes, probe: Probe, tmp_path: Path
+    procs: Processes, probe: Probe, tmp_path: Path, db_url: str
 ) -> None:
     release = tmp_path / "release"
     job = probe.submit("hold", {"release": str(release)})
@@ -90,7 +118,7 @@ def test_a_stalled_worker_cannot_write_after_another_took_its_job(
         lambda: running_with_progress(probe, job.id, 1), 20, "attempt 1 to report progress", alive=[first]
     )
 
-    stop_outside_a_write(first, tmp_path / "e2e.db")
+    stop_outside_a_write(first, db_url, tmp_path / "e2e.db")
     second = procs.worker("worker-2", *SHORT_LEASE)
     done = wait_until(
         lambda: (j := probe.job(job.id)).terminal and j, 30, "attempt 2 to end in worker 2", alive=[second]

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -70,6 +71,8 @@ FALLBACK_INTERVAL = 0.5
 LISTEN_TICK = 1.0
 #: The listener's delays between reconnection attempts grow to this.
 LISTEN_BACKOFF_MAX = 2.0
+#: The server ends a transaction of ours that stays idle this long (a stalled process's).
+IDLE_IN_TRANSACTION_MS = 30_000
 #: How long opening the store waits for the database.
 CONNECT_TIMEOUT = 10.0
 INSTALL_HINT = "the PostgreSQL store needs psycopg: pip install 'underway[postgres]'"
@@ -167,7 +170,7 @@ class PostgresStore:
             self.url,
             min_size=1,
             max_size=self._pool_size,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, **self._session_params()},
             configure=_configure,
             open=False,
             name="underway",
@@ -193,6 +196,12 @@ class PostgresStore:
         self._schema = row["schema"]
         self._channel = f"underway.{self._schema}"
         self._feed_key = _lock_key("feed", self._schema)
+
+    def _session_params(self) -> dict[str, Any]:
+        """Connection parameters the URL does not set: a name that shows in
+        ``pg_stat_activity`` (``underway-<pid>``)."""
+        given = self._psycopg.conninfo.conninfo_to_dict(self.url)
+        return {} if "application_name" in given else {"application_name": f"underway-{os.getpid()}"}
 
     async def close(self) -> None:
         here = asyncio.get_running_loop()
@@ -389,6 +398,7 @@ class PostgresStore:
                 with self._psycopg.connect(
                     self.url,
                     autocommit=True,
+                    **self._session_params(),
                     keepalives=1,
                     keepalives_idle=5,
                     keepalives_interval=2,
@@ -559,11 +569,14 @@ class PostgresStore:
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
-    """JSON columns come back as text, as the shared row readers expect."""
+    """JSON columns come back as text, as the shared row readers expect. A transaction left
+    open by a stalled process (stopped, swapped out) is ended by the server, so that the row
+    locks it holds cannot block the sweeper and other workers for longer than that."""
     from psycopg.types.string import TextLoader
 
     for name in ("json", "jsonb"):
         conn.adapters.register_loader(name, TextLoader)
+    conn.execute(b"SET idle_in_transaction_session_timeout = %d" % IDLE_IN_TRANSACTION_MS)
 
 
 class _NothingWritten(Exception):
