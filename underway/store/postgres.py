@@ -355,6 +355,8 @@ class PostgresStore:
             except _NothingWritten as failed:
                 if tries == TRIES:
                     raise failed.error from None
+                if self._pool is not None:
+                    self._pool.check()  # drop every idle connection that broke the same way
                 time.sleep(0.05 * tries)
         raise AssertionError("unreachable")  # pragma: no cover
 
