@@ -1,9 +1,8 @@
-"""Fixtures of the integration tests: an App on a SQLite file in ``tmp_path``, small settings."""
+"""Fixtures of the integration tests: an App on a fresh store of each backend, small settings."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -11,10 +10,10 @@ import underway
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> underway.Settings:
+def settings(store_url: str) -> underway.Settings:
     """Settings scaled down so that leases, graces and sweeps play out in well under a second."""
     return underway.Settings(
-        url=f"sqlite:///{tmp_path / 'x.db'}",
+        url=store_url,
         lease_timeout=1.0,
         cancel_grace=0.5,
         shutdown_grace=1.0,

@@ -166,6 +166,19 @@ class PostgresStore:
             return
         from psycopg.rows import dict_row
 
+        try:  # one plain connection first: a wrong URL fails at once, with the driver's reason
+            with self._psycopg.connect(self.url, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+                row = conn.execute(b"SELECT current_schema()").fetchone()
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {_safe(self.url)}: {exc}") from exc
+        if row is None or row[0] is None:
+            raise ConfigError(
+                "the PostgreSQL connection has no current schema: set a search_path"
+                " whose first schema exists (options=-csearch_path%3Dmyschema)"
+            )
+        self._schema = row[0]
+        self._channel = f"underway.{self._schema}"
+        self._feed_key = _lock_key("feed", self._schema)
         pool = self._pool_module.ConnectionPool(
             self.url,
             min_size=1,
@@ -182,20 +195,9 @@ class PostgresStore:
         except self._pool_module.PoolTimeout as exc:
             pool.close()
             raise StoreError(
-                f"cannot connect to PostgreSQL at {_safe(self.url)} within {CONNECT_TIMEOUT:g} s:"
-                " is it running, and does the URL name a database that exists?"
+                f"cannot connect to PostgreSQL at {_safe(self.url)} within {CONNECT_TIMEOUT:g} s"
             ) from exc
         self._pool = pool
-        with pool.connection() as conn:
-            row = conn.execute(b"SELECT current_schema() AS schema").fetchone()
-        if row is None or row["schema"] is None:
-            raise ConfigError(
-                "the PostgreSQL connection has no current schema: set a search_path"
-                " whose first schema exists (options=-csearch_path%3Dmyschema)"
-            )
-        self._schema = row["schema"]
-        self._channel = f"underway.{self._schema}"
-        self._feed_key = _lock_key("feed", self._schema)
 
     def _session_params(self) -> dict[str, Any]:
         """Connection parameters the URL does not set: a name that shows in

@@ -121,7 +121,7 @@ SET status = %(status)s, last_seq = last_seq + %(events)s, updated_at = %(now)s,
     max_attempts = max_attempts + %(hand_back)s,
     lease_until = CASE WHEN %(status)s IN ('running', 'waiting') THEN lease_until END,
     worker_id = CASE WHEN %(status)s IN ('running', 'waiting') THEN worker_id END,
-    finished_at = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled') THEN %(now)s END,
+    finished_at = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled') THEN %(now)s::double precision END,
     cancel_requested = CASE WHEN %(status)s = 'queued' THEN false ELSE cancel_requested END,
     cancel_requested_at = CASE WHEN %(status)s = 'queued' THEN NULL ELSE cancel_requested_at END
 WHERE id = %(id)s AND attempt = %(attempt)s AND status IN ({sources})
