@@ -30,14 +30,14 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run_example(name: str, tmp_path: Path) -> str:
+def run_example(name: str, tmp_path: Path, env: dict[str, str] | None = None) -> str:
     """Run ``examples/<name>`` in ``tmp_path``; return its stdout (it must exit with status 0)."""
     shutil.copy(EXAMPLES / name, tmp_path / name)
     try:
         done = subprocess.run(
             [sys.executable, name],
             cwd=tmp_path,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -339,3 +339,9 @@ def test_doc_snippets_are_example_lines(doc: Path) -> None:
 def test_every_example_is_tested() -> None:
     tested = set(re.findall(r'run_example\("(\w+\.py)"', Path(__file__).read_text(encoding="utf-8")))
     assert tested == {path.name for path in EXAMPLES.glob("*.py")}
+
+
+@pytest.mark.slow
+def test_postgres(tmp_path: Path, postgres_url: str) -> None:
+    out = lines_of(run_example("postgres.py", tmp_path, {"DATABASE_URL": postgres_url}))
+    assert out == [f"img{n}.jpg succeeded img{n}.jpg.thumb.jpg" for n in range(6)]
