@@ -114,7 +114,8 @@ class Flusher:
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
         for (run, _, done), ok in zip(batch, accepted, strict=True):
             if done is not None:
-                done.set_result(ok)
+                if not done.done():  # its waiter may have been cancelled meanwhile
+                    done.set_result(ok)
             elif not ok:
                 run.lost()
 
