@@ -315,14 +315,18 @@ class PostgresStore:
         if not self._opened:
             self._open()
         assert self._pool is not None
+        committing = False
         with self._pool.connection() as conn:
-            with conn.transaction():
-                tx = _Tx(conn, time.time())
-                try:
+            try:
+                with conn.transaction():
+                    tx = _Tx(conn, time.time())
                     result = fn(tx, tx.now)
                     self._finish(tx)
-                except self._psycopg.OperationalError as exc:
-                    raise _NothingWritten(exc) from exc
+                    committing = True  # leaving the block commits
+            except self._psycopg.OperationalError as exc:
+                if committing:
+                    raise
+                raise _NothingWritten(exc) from exc
             return result, tx.changed
 
     def _finish(self, tx: _Tx) -> None:
