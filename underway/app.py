@@ -18,11 +18,11 @@ from weakref import WeakKeyDictionary
 from .bus import Bus, Overflow
 from .config import Settings
 from .events import Event, dumps
-from .exceptions import InvalidArguments, InvalidTransition, JobNotFound, TaskNotFound
+from .exceptions import BatchNotFound, InvalidArguments, InvalidTransition, JobNotFound, TaskNotFound
 from .jobs import Job, Status, new_job_id
 from .retry import RetryPolicy
-from .store import JobFilter, NewJob, Store, open_store
-from .tasks import SubmitOptions, Task
+from .store import Batch, JobFilter, NewBatch, NewJob, QueueInfo, Store, open_store
+from .tasks import Limits, RateLimit, SubmitOptions, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,6 +69,9 @@ class App:
         retry_delay: float = 1.0,
         max_retry_delay: float = 300.0,
         non_retryable: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., object] | None = None,
+        rate_limit: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -83,15 +86,32 @@ class App:
         retry_delay: float = 1.0,
         max_retry_delay: float = 300.0,
         non_retryable: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., object] | None = None,
+        rate_limit: str | None = None,
     ) -> Task[..., Any] | Callable[[Callable[..., Any]], Task[..., Any]]:
         """Register a task: ``@app.task`` or ``@app.task(queue="scrape", retries=3, timeout=600)``.
 
         ``retries=N`` allows N re-runs after the first attempt, with exponential backoff from
         ``retry_delay`` seconds (with jitter) up to ``max_retry_delay``. Exceptions of the
         ``non_retryable`` types fail the job at once.
+
+        ``concurrency=N`` runs at most N of its jobs at once and ``rate_limit="5/s"`` starts at
+        most 5 per second, over all workers; with ``concurrency_key`` (called with the job's
+        arguments, e.g. ``lambda url, **_: domain(url)``) the limits hold per key, and jobs of
+        any task that share a key share the limits.
         """
         if retries < 0:
             raise ValueError("retries must not be negative")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if concurrency_key is not None and concurrency is None and rate_limit is None:
+            raise ValueError("concurrency_key needs concurrency= or rate_limit= to limit anything")
+        limits = Limits(
+            key=concurrency_key,
+            concurrency=concurrency,
+            rate=None if rate_limit is None else RateLimit.parse(rate_limit),
+        )
         policy = RetryPolicy(
             max_attempts=retries + 1,
             base_delay=retry_delay,
@@ -104,7 +124,14 @@ class App:
             if task_name in self.tasks:
                 raise ValueError(f"a task named {task_name!r} is already registered")
             task: Task[..., Any] = Task(
-                self, fn, name=task_name, queue=queue, priority=priority, timeout=timeout, retry=policy
+                self,
+                fn,
+                name=task_name,
+                queue=queue,
+                priority=priority,
+                timeout=timeout,
+                retry=policy,
+                limits=limits,
             )
             self.tasks[task_name] = task
             return task
@@ -197,7 +224,14 @@ class App:
         (job,) = await store.enqueue([new])
         return job
 
-    def new_job(self, task: Task[..., Any] | str, args: dict[str, Any], options: SubmitOptions) -> NewJob:
+    def new_job(
+        self,
+        task: Task[..., Any] | str,
+        args: dict[str, Any],
+        options: SubmitOptions,
+        *,
+        batch_id: str | None = None,
+    ) -> NewJob:
         """The job a submission would store (validated; nothing stored yet)."""
         task = self.get_task(task) if isinstance(task, str) else task
         now = time.time()
@@ -212,17 +246,27 @@ class App:
         if options.run_at is not None and not 0 <= options.run_at <= LATEST_RUN_AT:
             raise InvalidArguments("run_at must be a time between 1970 and 9999 (seconds since the epoch)")
         run_at = options.run_at if options.run_at is not None else now + (options.delay or 0.0)
+        if options.idempotency_key is not None and not 0 < len(options.idempotency_key) <= 200:
+            raise InvalidArguments("idempotency_key must have 1 to 200 characters")
+        valid = task.validate(args)
+        limits = task.limits
         return NewJob(
             id=new_job_id(),
             queue=options.queue or task.queue,
             task=task.name,
-            args=task.validate(args),
+            args=valid,
             priority=task.priority if options.priority is None else options.priority,
             run_at=run_at,
             max_attempts=options.max_attempts or task.retry.max_attempts,
             timeout=options.timeout or task.timeout,
             owner=options.owner,
             labels=dict(options.labels or {}),
+            batch_id=batch_id,
+            limit_key=limits.key_of(task.name, valid),
+            limit_concurrency=limits.concurrency,
+            rate_count=None if limits.rate is None else limits.rate.count,
+            rate_per=None if limits.rate is None else limits.rate.per,
+            idempotency_key=options.idempotency_key,
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -320,11 +364,124 @@ class App:
         return job
 
     async def cancel_all(
-        self, *, queue: str | None = None, task: str | None = None, status: Sequence[Status | str] = ()
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: Sequence[Status | str] = (),
+        batch: str | None = None,
+        label: tuple[str, str] | None = None,
     ) -> int:
-        """Cancel every unfinished job that matches; return how many were cancelled or asked to stop."""
-        job_filter = JobFilter(statuses=tuple(Status(s) for s in status), queue=queue, task=task)
+        """Cancel every unfinished job that matches; return how many were cancelled or asked to stop.
+
+        Atomic against claims: no queued job it matched can start afterwards.
+        """
+        job_filter = JobFilter(
+            statuses=tuple(Status(s) for s in status), queue=queue, task=task, batch_id=batch, label=label
+        )
         return len(await (await self._ready()).cancel(job_filter))
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def submit_batch(
+        self,
+        task: Task[..., Any] | str,
+        items: Sequence[dict[str, Any]],
+        *,
+        name: str | None = None,
+        options: SubmitOptions | None = None,
+        **option_values: Any,
+    ) -> Batch:
+        """Validate every item, then store the batch and one job per item in one transaction.
+
+        Options (``queue``, ``priority``, ``labels``, ``owner``…) apply to every item. A wrong
+        item is an ``InvalidArguments`` naming its index; nothing is stored then.
+        """
+        task = self.get_task(task) if isinstance(task, str) else task
+        options = options or SubmitOptions(**option_values)
+        if not items:
+            raise InvalidArguments("a batch needs at least one item")
+        if len(items) > MAX_BATCH:
+            raise InvalidArguments(f"a batch has at most {MAX_BATCH} items, not {len(items)}")
+        if options.idempotency_key is not None:
+            raise InvalidArguments("idempotency keys are for single jobs, not for batches")
+        batch = NewBatch(
+            id=new_job_id(),
+            task=task.name,
+            queue=options.queue or task.queue,
+            name=name,
+            owner=options.owner,
+            labels=dict(options.labels or {}),
+        )
+        jobs = []
+        for index, item in enumerate(items):
+            try:
+                jobs.append(self.new_job(task, item, options, batch_id=batch.id))
+            except InvalidArguments as exc:
+                raise InvalidArguments(
+                    f"item {index}: {exc.message}", details={"item": index, "error": exc.details}
+                ) from None
+        return await (await self._ready()).create_batch(batch, jobs)
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        batch = await (await self._ready()).get_batch(batch_id)
+        if batch is None:
+            raise BatchNotFound(batch_id)
+        return batch
+
+    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
+        return await (await self._ready()).list_batches(limit=limit, before=before)
+
+    async def batch_items(
+        self,
+        batch_id: str,
+        *,
+        status: Sequence[Status | str] = (),
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Job]:
+        """The batch's jobs, newest first (the order of the items, last first)."""
+        await self.get_batch(batch_id)
+        job_filter = JobFilter(statuses=tuple(Status(s) for s in status), batch_id=batch_id)
+        return await self.store.list_jobs(job_filter, limit=limit, before=before)
+
+    async def pause_batch(self, batch_id: str) -> Batch:
+        """Start no more of the batch's items; running ones go on."""
+        return await (await self._ready()).pause_batch(batch_id, True)
+
+    async def resume_batch(self, batch_id: str) -> Batch:
+        return await (await self._ready()).pause_batch(batch_id, False)
+
+    async def cancel_batch(self, batch_id: str) -> Batch:
+        """Cancel the queued items at once and ask the running ones to stop."""
+        batch, _ = await (await self._ready()).cancel_batch(batch_id)
+        return batch
+
+    async def retry_failed(self, batch_id: str) -> int:
+        """Run the batch's failed and cancelled items again; return how many."""
+        batch = await self.get_batch(batch_id)
+        attempts = self.tasks[batch.task].retry.max_attempts if batch.task in self.tasks else 1
+        job_filter = JobFilter(statuses=(Status.FAILED, Status.CANCELLED), batch_id=batch_id)
+        return len(await self.store.retry_jobs(job_filter, attempts))
+
+    # -- queues --------------------------------------------------------------------------------
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every queue with jobs or controls: counts by status, paused, limit, oldest due job."""
+        return await (await self._ready()).queues()
+
+    async def pause_queue(self, name: str) -> QueueInfo:
+        """Start no more of the queue's jobs (on any worker); running ones go on."""
+        return await (await self._ready()).set_queue(name, paused=True)
+
+    async def resume_queue(self, name: str) -> QueueInfo:
+        return await (await self._ready()).set_queue(name, paused=False)
+
+    async def limit_queue(self, name: str, concurrency: int | None) -> QueueInfo:
+        """Run at most ``concurrency`` of the queue's jobs at once over all workers (None: no limit)."""
+        if concurrency is not None and concurrency < 1:
+            raise InvalidArguments("a queue's concurrency must be at least 1 (or None for no limit)")
+        return await (await self._ready()).set_queue(name, concurrency=concurrency)
 
     async def answer(self, job_id: str, value: Any, key: str | None = None) -> Job:
         """Answer the question a ``waiting`` job asks; the job resumes."""
@@ -395,6 +552,10 @@ class App:
         if portal is not None:
             portal.call(self.close())
             portal.stop()
+
+
+#: The most items one batch may have.
+MAX_BATCH = 100_000
 
 
 class _Portal:

@@ -59,6 +59,20 @@ class InvalidTransition(UnderwayError):
     code = "invalid_state"
 
 
+class BatchNotFound(UnderwayError):
+    code = "batch_not_found"
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch with id {batch_id!r}", details={"batch_id": batch_id})
+        self.batch_id = batch_id
+
+
+class IdempotencyConflict(UnderwayError):
+    """A submission reused an idempotency key with other arguments."""
+
+    code = "idempotency_conflict"
+
+
 class TaskNotFound(UnderwayError):
     code = "unknown_task"
 

@@ -84,6 +84,9 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     last_seq: int = 0
+    batch_id: str | None = None
+    limit_key: str | None = None
+    idempotency_key: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -118,6 +121,9 @@ class Job:
             "started_at": to_iso(self.started_at),
             "finished_at": to_iso(self.finished_at),
             "last_seq": self.last_seq,
+            "batch_id": self.batch_id,
+            "limit_key": self.limit_key,
+            "idempotency_key": self.idempotency_key,
         }
 
     @classmethod
@@ -153,6 +159,9 @@ class Job:
             started_at=_optional_time(data["started_at"]),
             finished_at=_optional_time(data["finished_at"]),
             last_seq=data["last_seq"],
+            batch_id=data.get("batch_id"),
+            limit_key=data.get("limit_key"),
+            idempotency_key=data.get("idempotency_key"),
         )
 
 

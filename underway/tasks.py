@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from .events import dumps
 from .exceptions import InvalidArguments
 from .retry import RetryPolicy
+from .store.rows import LONGEST_RATE_WINDOW
 
 if TYPE_CHECKING:
     from .app import App
@@ -34,6 +36,47 @@ class SubmitOptions:
     timeout: float | None = None
     labels: dict[str, str] | None = None
     owner: str | None = None
+    #: A second submission with this key returns the first job (same arguments) or is refused
+    #: (other arguments: ``IdempotencyConflict``).
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` starts per ``per`` seconds."""
+
+    count: int
+    per: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """``"5/s"``, ``"100/m"``, ``"1000/h"``, ``"3/10s"``."""
+        match = _RATE.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"rate_limit {text!r}: write COUNT/UNIT, e.g. 5/s, 100/m, 1000/h or 3/10s")
+        count, amount, unit = int(match["count"]), float(match["amount"] or 1), match["unit"]
+        per = amount * _UNITS[unit]
+        if count < 1 or not 0 < per <= LONGEST_RATE_WINDOW:
+            raise ValueError(f"rate_limit {text!r}: the count must be at least 1, the window at most 1 h")
+        return cls(count, per)
+
+
+_RATE = re.compile(r"(?P<count>\d+)\s*/\s*(?P<amount>\d+(?:\.\d+)?)?\s*(?P<unit>s|m|h)")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How many jobs of a task may run at once and start per window, per key, over all workers."""
+
+    key: Callable[..., object] | None = None
+    concurrency: int | None = None
+    rate: RateLimit | None = None
+
+    def key_of(self, task: str, args: dict[str, Any]) -> str | None:
+        if self.concurrency is None and self.rate is None:
+            return None
+        return task if self.key is None else str(self.key(**args))
 
 
 class Task(Generic[P, R]):
@@ -49,8 +92,10 @@ class Task(Generic[P, R]):
         priority: int,
         timeout: float | None,
         retry: RetryPolicy,
+        limits: Limits | None = None,
     ) -> None:
         self.app = app
+        self.limits = limits or Limits()
         self.fn = fn
         self.name = name
         self.queue = queue

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("underway.worker")
 
+#: How often a worker looks again at due jobs that limits hold back (rate limits free up with time).
+BLOCKED_RECHECK = 0.05
 IDLE_RECHECK = 1.0
 CANCEL_CHECK_INTERVAL = 0.05
 PRUNE_INTERVAL = 60.0
@@ -213,9 +215,9 @@ class Worker:
         timeout = IDLE_RECHECK
         next_run_at = await self.store.next_run_at(self.settings.queues)
         if next_run_at is not None:
-            timeout = min(timeout, max(0.0, next_run_at - time.time()))
-            if timeout == 0.0:
-                return
+            # Due already, yet the last claim did not take it: a limit holds it back (another
+            # job's end wakes us through the store; a rate window passes with time).
+            timeout = min(timeout, max(BLOCKED_RECHECK, next_run_at - time.time()))
         stopping = asyncio.ensure_future(self._stopping.wait())
         changed = asyncio.ensure_future(self.store.wait_for_change(token, timeout))
         try:

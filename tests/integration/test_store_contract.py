@@ -1338,11 +1338,20 @@ async def test_wait_for_change_wakes_on_a_worker_write_from_another_store(
 ) -> None:
     other = await stores.open()
     job = await running(other)
+    await settled(store)  # the news of that claim may still be on its way (a NOTIFY, say)
 
     async def progress(s: Store) -> object:
         return await s.record([WorkerWrite(lease=lease(job), progress={"current": 1})])
 
     await _wakes_on(other, store, progress)
+
+
+async def settled(store: Store, quiet: float = 0.1) -> None:
+    """Until the store's change token has stayed the same for ``quiet`` seconds."""
+    with anyio.fail_after(5.0):
+        token = store.change_token()
+        while (moved := await store.wait_for_change(token, quiet)) != token:
+            token = moved
 
 
 async def test_many_waiters_wake_together(store: Store, stores: StoreFactory) -> None:

@@ -173,6 +173,9 @@ def test_to_dict_shape_of_a_new_job() -> None:
         "started_at": None,
         "finished_at": None,
         "last_seq": 0,
+        "batch_id": None,
+        "limit_key": None,
+        "idempotency_key": None,
     }
 
 

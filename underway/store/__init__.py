@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from ..exceptions import ConfigError
 from .base import (
+    BATCH_STATUSES,
     UNSET,
+    Batch,
     Finished,
     Heartbeat,
     JobFilter,
     Lease,
+    NewBatch,
     NewJob,
+    QueueInfo,
     Store,
     SweepResult,
     WorkerInfo,
@@ -17,12 +21,16 @@ from .base import (
 )
 
 __all__ = [
+    "BATCH_STATUSES",
     "UNSET",
+    "Batch",
     "Finished",
     "Heartbeat",
     "JobFilter",
     "Lease",
+    "NewBatch",
     "NewJob",
+    "QueueInfo",
     "Store",
     "SweepResult",
     "WorkerInfo",

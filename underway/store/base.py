@@ -34,6 +34,82 @@ class NewJob:
     timeout: float | None = None
     owner: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    batch_id: str | None = None
+    #: Jobs with the same ``limit_key`` run at most ``limit_concurrency`` at a time, and start
+    #: at most ``rate_count`` times per ``rate_per`` seconds, across all workers.
+    limit_key: str | None = None
+    limit_concurrency: int | None = None
+    rate_count: int | None = None
+    rate_per: float | None = None
+    #: A second job with this key is not stored: the first is returned (same task and
+    #: arguments) or the submission is refused (``IdempotencyConflict``).
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewBatch:
+    id: str
+    task: str
+    queue: str
+    name: str | None = None
+    owner: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+BATCH_STATUSES = ("queued", "running", "paused", "completed", "partial", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """A batch and how many of its items are in each status."""
+
+    id: str
+    task: str
+    queue: str
+    name: str | None
+    owner: str | None
+    labels: dict[str, str]
+    total: int
+    paused: bool
+    cancelled: bool
+    created_at: float
+    updated_at: float
+    counts: dict[str, int]
+    started_at: float | None = None  #: when its first item started
+    finished_at: float | None = None  #: when its last item ended, once all have
+
+    def count(self, status: Status) -> int:
+        return self.counts.get(status.value, 0)
+
+    @property
+    def done(self) -> int:
+        return sum(self.count(s) for s in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED))
+
+    @property
+    def status(self) -> str:
+        """``queued``, ``running``, ``paused``, ``completed``, ``partial``, ``failed`` or ``cancelled``."""
+        if self.total and self.done == self.total:
+            if self.count(Status.SUCCEEDED) == self.total:
+                return "completed"
+            if self.cancelled:
+                return "cancelled"
+            return "failed" if self.count(Status.SUCCEEDED) == 0 else "partial"
+        if self.paused and not self.cancelled:
+            return "paused"
+        if self.started_at is not None or self.done:
+            return "running"
+        return "queued"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueInfo:
+    """A queue as the store knows it: its controls and its jobs by status."""
+
+    name: str
+    paused: bool = False
+    concurrency: int | None = None  #: most jobs of the queue running at once, over all workers
+    counts: dict[str, int] = field(default_factory=dict)
+    oldest_queued_at: float | None = None  #: when the longest-waiting due job was due
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +151,7 @@ class JobFilter:
     owner: str | None = None
     label: tuple[str, str] | None = None
     ids: tuple[str, ...] = ()
+    batch_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,7 +243,34 @@ class Store(Protocol):
         """Apply fenced worker writes in one transaction; ``False`` for each one refused."""
 
     async def cancel(self, job_filter: JobFilter) -> list[Job]:
-        """Cancel queued jobs now, ask running/waiting ones to stop; return the jobs changed."""
+        """Cancel queued jobs now, ask running/waiting ones to stop; return the jobs changed.
+
+        Atomic against claims: no queued job it matched can start afterwards."""
+
+    async def create_batch(self, batch: NewBatch, jobs: Sequence[NewJob]) -> Batch:
+        """Store a batch and its jobs (``batch_id`` set) in one transaction."""
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
+        """Batches, newest first; ``before`` is the last id of the previous page."""
+
+    async def pause_batch(self, batch_id: str, paused: bool) -> Batch:
+        """Stop (or resume) claiming the batch's queued items; running ones go on."""
+
+    async def cancel_batch(self, batch_id: str) -> tuple[Batch, list[Job]]:
+        """Mark the batch cancelled and cancel its items as :meth:`cancel` does."""
+
+    async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
+        """Queue the finished jobs matching the filter again, each with ``extra_attempts`` more."""
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or controls."""
+
+    async def set_queue(
+        self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
+    ) -> QueueInfo:
+        """Pause or resume a queue, or set (``None``: remove) its concurrency limit."""
 
     async def answer(self, job_id: str, key: str, value: Any) -> Job:
         """Store the answer to the question a ``waiting`` job asks, and resume it."""

@@ -29,21 +29,43 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from ..events import Event, NewEvent, answer_event, dumps, status_event
-from ..exceptions import ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
+from ..exceptions import BatchNotFound, ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
 from ..jobs import ACTIVE, TERMINAL, Job, Status
 from . import sql
-from .base import Finished, Heartbeat, JobFilter, Lease, NewJob, SweepResult, WorkerInfo, WorkerWrite
+from .base import (
+    UNSET,
+    Batch,
+    Finished,
+    Heartbeat,
+    JobFilter,
+    Lease,
+    NewBatch,
+    NewJob,
+    QueueInfo,
+    SweepResult,
+    WorkerInfo,
+    WorkerWrite,
+)
 from .changes import ChangeWatch
 from .rows import (
+    LONGEST_RATE_WINDOW,
+    Candidate,
+    Usage,
     after_cancel,
+    batch_from_row,
+    choose,
     event_from_row,
     expired,
+    idempotency_conflict,
     job_from_row,
+    limited,
     move_sources,
     new_job,
     numbered,
     overdue,
+    same_submission,
     sweep_result,
+    usage_of,
     worker_from_row,
     worker_params,
     write_events,
@@ -518,6 +540,38 @@ class PostgresStore:
     async def delete(self, job_id: str) -> None:
         await self._write(lambda tx, now: _delete(tx, job_id))
 
+    # -- batches and queues ----------------------------------------------------------------
+
+    async def create_batch(self, batch: NewBatch, jobs: Sequence[NewJob]) -> Batch:
+        return await self._write(lambda tx, now: _create_batch(tx, now, batch, jobs))
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        return await self._write(lambda tx, now: _find_batch(tx, batch_id))
+
+    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
+        def read(tx: _Tx, now: float) -> list[Batch]:
+            rows = tx.all(Q["list_batches"], {"before": before or "~", "limit": limit})
+            return [_batch_of(tx, row) for row in rows]
+
+        return await self._write(read)
+
+    async def pause_batch(self, batch_id: str, paused: bool) -> Batch:
+        return await self._write(lambda tx, now: _pause_batch(tx, now, batch_id, paused))
+
+    async def cancel_batch(self, batch_id: str) -> tuple[Batch, list[Job]]:
+        return await self._write(lambda tx, now: _cancel_batch(tx, now, batch_id))
+
+    async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
+        return await self._write(lambda tx, now: _retry_jobs(tx, now, job_filter, extra_attempts))
+
+    async def queues(self) -> list[QueueInfo]:
+        return await self._write(lambda tx, now: _queues(tx, now))
+
+    async def set_queue(
+        self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
+    ) -> QueueInfo:
+        return await self._write(lambda tx, now: _set_queue(tx, now, name, paused, concurrency))
+
     async def get(self, job_id: str) -> Job | None:
         row = await self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
         return None if row is None else job_from_row(row)
@@ -611,46 +665,113 @@ def _safe(url: str) -> str:
 def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
     if not jobs:
         return []
-    tx.run(
-        Q["insert_jobs"],
-        {
-            "now": now,
-            "ids": [j.id for j in jobs],
-            "queues": [j.queue for j in jobs],
-            "tasks": [j.task for j in jobs],
-            "args": [dumps(j.args) for j in jobs],
-            "priorities": [j.priority for j in jobs],
-            "run_ats": [j.run_at for j in jobs],
-            "max_attempts": [j.max_attempts for j in jobs],
-            "timeouts": [j.timeout for j in jobs],
-            "owners": [j.owner for j in jobs],
-            "labels": [dumps(j.labels) for j in jobs],
-        },
-    )
-    queued = status_event(Status.QUEUED, 0)
-    tx.append((j.id, 1, queued) for j in jobs)
-    return [new_job(j, now) for j in jobs]
+    keyed = {j.idempotency_key: j for j in jobs if j.idempotency_key is not None}
+    existing = _by_idempotency_keys(tx, keyed)
+    fresh = [j for j in jobs if j.idempotency_key not in existing]
+    inserted = {
+        row["id"]
+        for row in tx.all(
+            Q["insert_jobs"],
+            {
+                "now": now,
+                "ids": [j.id for j in fresh],
+                "queues": [j.queue for j in fresh],
+                "tasks": [j.task for j in fresh],
+                "args": [dumps(j.args) for j in fresh],
+                "priorities": [j.priority for j in fresh],
+                "run_ats": [j.run_at for j in fresh],
+                "max_attempts": [j.max_attempts for j in fresh],
+                "timeouts": [j.timeout for j in fresh],
+                "owners": [j.owner for j in fresh],
+                "labels": [dumps(j.labels) for j in fresh],
+                "batch_ids": [j.batch_id for j in fresh],
+                "limit_keys": [j.limit_key for j in fresh],
+                "limit_concurrencies": [j.limit_concurrency for j in fresh],
+                "rate_counts": [j.rate_count for j in fresh],
+                "rate_pers": [j.rate_per for j in fresh],
+                "idempotency_keys": [j.idempotency_key for j in fresh],
+            },
+        )
+    }
+    raced = {j.idempotency_key: j for j in fresh if j.id not in inserted and j.idempotency_key is not None}
+    existing.update(_by_idempotency_keys(tx, raced))  # stored by a concurrent submission meanwhile
+    if inserted:
+        tx.changed = True
+        queued = status_event(Status.QUEUED, 0)
+        tx.append((j.id, 1, queued) for j in fresh if j.id in inserted)
+    return [new_job(j, now) if j.id in inserted else existing[j.idempotency_key] for j in jobs]
+
+
+def _by_idempotency_keys(tx: _Tx, keyed: dict[str, NewJob]) -> dict[str | None, Job]:
+    """The jobs already stored under these keys; a conflict if one asks for something else."""
+    if not keyed:
+        return {}
+    found = {}
+    for row in tx.all(Q["job_by_idempotency_keys"], {"keys": list(keyed)}):
+        job = job_from_row(row)
+        new = keyed[job.idempotency_key or ""]
+        if not same_submission(job, new):
+            raise idempotency_conflict(job, new)
+        found[job.idempotency_key] = job
+    return found
 
 
 def _claim(
     tx: _Tx, now: float, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
 ) -> list[Job]:
-    params: dict[str, Any] = {
-        "now": now,
-        "limit": limit,
-        "lease_until": now + lease_timeout,
-        "worker_id": worker_id,
-    }
+    controls = tx.all(Q["queue_controls"])
+    usage, skip_queues, skip_keys = _usage(tx, now, controls)
+    params: dict[str, Any] = {"now": now, "limit": limit * OVERSCAN, "skip_keys": skip_keys}
     if queues:
-        query, params["queues"] = Q["claim_queues"], list(dict.fromkeys(queues))
+        params["queues"] = [q for q in dict.fromkeys(queues) if q not in skip_queues]
+        rows = tx.all(Q["claim_candidates_queues"], params) if params["queues"] else []
     else:
-        query = Q["claim_any"]
-    rows = tx.all(query, params)
-    jobs = sorted((job_from_row(row) for row in rows), key=lambda j: (-j.priority, j.run_at, j.id))
-    if jobs:
-        tx.changed = True
-        tx.append((j.id, j.last_seq, status_event(Status.RUNNING, j.attempt)) for j in jobs)
+        rows = tx.all(Q["claim_candidates_any"], {**params, "skip_queues": skip_queues})
+    candidates = [Candidate.of(row) for row in rows]
+    if limited(candidates, usage.queue_limits):
+        # Count again under the limits' locks: another claim may have started jobs meanwhile.
+        keys = {f"key:{c.limit_key}" for c in candidates if c.limit_key is not None}
+        keys |= {f"queue:{c.queue}" for c in candidates if c.queue in usage.queue_limits}
+        tx.all(Q["limit_lock"], {"keys": [_lock_key("limit", key) for key in keys]})
+        usage, _, _ = _usage(tx, now, tx.all(Q["queue_controls"]))
+        candidates = choose(candidates, limit, usage)
+        rated = [c for c in candidates if c.rate_count is not None]
+        if rated:
+            tx.run(
+                Q["insert_starts"],
+                {
+                    "now": now,
+                    "keys": [c.limit_key for c in rated],
+                    "counts": [c.rate_count for c in rated],
+                    "pers": [c.rate_per for c in rated],
+                },
+            )
+    ids = [c.id for c in candidates[:limit]]
+    if not ids:
+        return []
+    claimed = {
+        row["id"]: job_from_row(row)
+        for row in tx.all(
+            Q["claim"], {"ids": ids, "now": now, "lease_until": now + lease_timeout, "worker_id": worker_id}
+        )
+    }
+    jobs = [claimed[job_id] for job_id in ids]
+    tx.changed = True
+    tx.append((j.id, j.last_seq, status_event(Status.RUNNING, j.attempt)) for j in jobs)
     return jobs
+
+
+#: A claim looks at this many times more due jobs than it may take, for the limits to pass over.
+OVERSCAN = 2
+
+
+def _usage(tx: _Tx, now: float, controls: list[dict[str, Any]]) -> tuple[Usage, list[str], list[str]]:
+    return usage_of(
+        controls,
+        tx.all(Q["running_by_key"]),
+        tx.all(Q["started_by_key"], {"now": now}),
+        tx.all(Q["running_by_queue"]) if any(row["concurrency"] for row in controls) else [],
+    )
 
 
 def _heartbeat(
@@ -711,6 +832,7 @@ def _sweep(tx: _Tx, now: float, cancel_grace: float) -> SweepResult:
     ]
     accepted = _record_all(tx, now, writes)
     tx.run(Q["forget_workers"], {"before": now - 86400.0})
+    tx.run(Q["forget_starts"], {"before": now - LONGEST_RATE_WINDOW})
     return sweep_result(writes, accepted)
 
 
@@ -719,6 +841,7 @@ def _prune(tx: _Tx, before: float, limit: int) -> int:
     if ids:
         tx.changed = True
         tx.run(Q["delete_events"], {"ids": ids})
+    tx.run(Q["prune_batches"], {"before": before, "limit": limit})
     return len(ids)
 
 
@@ -734,6 +857,108 @@ def _cancel(tx: _Tx, now: float, job_filter: JobFilter) -> list[Job]:
             event = status_event(job.status, job.attempt, cancel_requested=True)
         tx.append([(job.id, job.last_seq, event)])
     return jobs
+
+
+def _create_batch(tx: _Tx, now: float, batch: NewBatch, jobs: Sequence[NewJob]) -> Batch:
+    tx.run(
+        Q["insert_batch"],
+        {
+            "id": batch.id,
+            "name": batch.name,
+            "task": batch.task,
+            "queue": batch.queue,
+            "owner": batch.owner,
+            "labels": dumps(batch.labels),
+            "total": len(jobs),
+            "now": now,
+        },
+    )
+    _enqueue(tx, now, jobs)
+    return _batch(tx, batch.id)
+
+
+def _find_batch(tx: _Tx, batch_id: str) -> Batch | None:
+    row = tx.one(Q["get_batch"], {"id": batch_id})
+    return None if row is None else _batch_of(tx, row)
+
+
+def _batch(tx: _Tx, batch_id: str) -> Batch:
+    batch = _find_batch(tx, batch_id)
+    if batch is None:
+        raise BatchNotFound(batch_id)
+    return batch
+
+
+def _batch_of(tx: _Tx, row: dict[str, Any]) -> Batch:
+    parts = tx.all(Q["batch_counts"], {"id": row["id"]})
+    started = [p["started"] for p in parts if p["started"] is not None]
+    ended = [p["ended"] for p in parts if p["ended"] is not None]
+    return batch_from_row(
+        row, {p["status"]: p["n"] for p in parts}, min(started, default=None), max(ended, default=None)
+    )
+
+
+def _pause_batch(tx: _Tx, now: float, batch_id: str, paused: bool) -> Batch:
+    if tx.one(Q["pause_batch"], {"id": batch_id, "paused": paused, "now": now}) is None:
+        raise BatchNotFound(batch_id)
+    tx.changed = True
+    return _batch(tx, batch_id)
+
+
+def _cancel_batch(tx: _Tx, now: float, batch_id: str) -> tuple[Batch, list[Job]]:
+    if tx.one(Q["cancel_batch"], {"id": batch_id, "now": now}) is None:
+        raise BatchNotFound(batch_id)
+    tx.changed = True
+    jobs = _cancel(tx, now, JobFilter(batch_id=batch_id))
+    return _batch(tx, batch_id), jobs
+
+
+def _retry_jobs(tx: _Tx, now: float, job_filter: JobFilter, extra: int) -> list[Job]:
+    where, params = _where(job_filter)
+    query = _TEXT["retry_extra"].replace("{where}", where).encode()
+    jobs = sorted(
+        (job_from_row(row) for row in tx.all(query, {**params, "now": now, "extra": extra})),
+        key=lambda j: j.id,
+    )
+    for job in jobs:
+        tx.append([(job.id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))])
+    if jobs:
+        tx.changed = True
+        if job_filter.batch_id is not None:
+            tx.run(Q["reopen_batch"], {"id": job_filter.batch_id, "now": now})
+    return jobs
+
+
+def _queues(tx: _Tx, now: float) -> list[QueueInfo]:
+    counts: dict[str, dict[str, int]] = {}
+    for row in tx.all(Q["stats"]):
+        counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
+    oldest = {row["queue"]: row["oldest"] for row in tx.all(Q["oldest_due"], {"now": now})}
+    controls = {row["name"]: row for row in tx.all(Q["all_queue_controls"])}
+    return [
+        QueueInfo(
+            name=name,
+            paused=bool(controls[name]["paused"]) if name in controls else False,
+            concurrency=controls[name]["concurrency"] if name in controls else None,
+            counts=counts.get(name, {}),
+            oldest_queued_at=oldest.get(name),
+        )
+        for name in sorted({*counts, *controls})
+    ]
+
+
+def _set_queue(tx: _Tx, now: float, name: str, paused: bool | None, concurrency: int | None) -> QueueInfo:
+    tx.run(
+        Q["set_queue"],
+        {
+            "name": name,
+            "paused": paused,
+            "set_concurrency": concurrency is not UNSET,
+            "concurrency": None if concurrency is UNSET else concurrency,
+            "now": now,
+        },
+    )
+    return next(q for q in _queues(tx, now) if q.name == name)
 
 
 def _answer(tx: _Tx, now: float, job_id: str, key: str, value: Any) -> Job:
@@ -802,7 +1027,7 @@ def _where(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
     if job_filter.statuses:
         clauses.append("status = ANY(%(statuses)s::text[])")
         params["statuses"] = [s.value for s in job_filter.statuses]
-    for column in ("queue", "task", "owner"):
+    for column in ("queue", "task", "owner", "batch_id"):
         value = getattr(job_filter, column)
         if value is not None:
             clauses.append(f"{column} = %({column})s")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Event, EventType, NewEvent, dumps, prompt_event, status_event
+from ..exceptions import IdempotencyConflict
 from ..jobs import ACTIVE, Job, Status, sources_of
-from .base import UNSET, Lease, NewJob, SweepResult, WorkerInfo, WorkerWrite
+from .base import UNSET, Batch, Lease, NewJob, SweepResult, WorkerInfo, WorkerWrite
 
 Row = Mapping[str, Any]
 
@@ -50,6 +52,9 @@ def job_from_row(row: Row) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         last_seq=row["last_seq"],
+        batch_id=row["batch_id"],
+        limit_key=row["limit_key"],
+        idempotency_key=row["idempotency_key"],
     )
 
 
@@ -70,7 +75,147 @@ def new_job(new: NewJob, now: float) -> Job:
         created_at=now,
         updated_at=now,
         last_seq=1,
+        batch_id=new.batch_id,
+        limit_key=new.limit_key,
+        idempotency_key=new.idempotency_key,
     )
+
+
+def job_params(j: NewJob) -> tuple[Any, ...]:
+    """The values of one job's row, in the column order of ``insert_job``."""
+    return (
+        j.id,
+        j.queue,
+        j.task,
+        dumps(j.args),
+        j.priority,
+        j.run_at,
+        j.max_attempts,
+        j.timeout,
+        j.owner,
+        dumps(j.labels),
+        j.batch_id,
+        j.limit_key,
+        j.limit_concurrency,
+        j.rate_count,
+        j.rate_per,
+        j.idempotency_key,
+    )
+
+
+def same_submission(existing: Job, new: NewJob) -> bool:
+    """Whether a job stored under an idempotency key is what ``new`` asks for."""
+    return existing.task == new.task and existing.args == new.args
+
+
+def idempotency_conflict(existing: Job, new: NewJob) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"idempotency key {new.idempotency_key!r} was used for job {existing.id} with other"
+        " arguments: use a new key for a new job",
+        details={"idempotency_key": new.idempotency_key, "job_id": existing.id},
+    )
+
+
+def batch_from_row(
+    row: Row, counts: dict[str, int], started_at: float | None, ended_at: float | None
+) -> Batch:
+    total = row["total"]
+    done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
+    return Batch(
+        id=row["id"],
+        task=row["task"],
+        queue=row["queue"],
+        name=row["name"],
+        owner=row["owner"],
+        labels=json.loads(row["labels"]),
+        total=total,
+        paused=bool(row["paused"]),
+        cancelled=bool(row["cancelled"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        counts=counts,
+        started_at=started_at,
+        finished_at=ended_at if total and done == total else None,
+    )
+
+
+# -- limits in the claim ---------------------------------------------------------------------
+
+#: Starts of rate-limited jobs are kept this long: the longest rate window allowed.
+LONGEST_RATE_WINDOW = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A due job as the claim sees it: where it stands and what limits it."""
+
+    id: str
+    queue: str
+    limit_key: str | None
+    limit_concurrency: int | None
+    rate_count: int | None
+    rate_per: float | None
+
+    @classmethod
+    def of(cls, row: Row) -> Candidate:
+        return cls(
+            id=row["id"],
+            queue=row["queue"],
+            limit_key=row["limit_key"],
+            limit_concurrency=row["limit_concurrency"],
+            rate_count=row["rate_count"],
+            rate_per=row["rate_per"],
+        )
+
+
+@dataclass(slots=True)
+class Usage:
+    """What is running (and started recently) now, per limit key and per limited queue."""
+
+    running_by_key: dict[str, int] = field(default_factory=dict)
+    started_by_key: dict[str, int] = field(default_factory=dict)
+    running_by_queue: dict[str, int] = field(default_factory=dict)
+    queue_limits: dict[str, int] = field(default_factory=dict)
+
+    def admits(self, candidate: Candidate) -> bool:
+        limit = self.queue_limits.get(candidate.queue)
+        if limit is not None and self.running_by_queue.get(candidate.queue, 0) >= limit:
+            return False
+        key = candidate.limit_key
+        if key is None:
+            return True
+        if (
+            candidate.limit_concurrency is not None
+            and self.running_by_key.get(key, 0) >= candidate.limit_concurrency
+        ):
+            return False
+        return candidate.rate_count is None or self.started_by_key.get(key, 0) < candidate.rate_count
+
+    def take(self, candidate: Candidate) -> None:
+        if candidate.queue in self.queue_limits:
+            self.running_by_queue[candidate.queue] = self.running_by_queue.get(candidate.queue, 0) + 1
+        if candidate.limit_key is not None:
+            key = candidate.limit_key
+            self.running_by_key[key] = self.running_by_key.get(key, 0) + 1
+            if candidate.rate_count is not None:
+                self.started_by_key[key] = self.started_by_key.get(key, 0) + 1
+
+
+def choose(candidates: Sequence[Candidate], limit: int, usage: Usage) -> list[Candidate]:
+    """The first ``limit`` candidates, in order, that no limit holds back."""
+    chosen: list[Candidate] = []
+    for candidate in candidates:
+        if len(chosen) == limit:
+            break
+        if usage.admits(candidate):
+            usage.take(candidate)
+            chosen.append(candidate)
+    return chosen
+
+
+def limited(candidates: Sequence[Candidate], queue_limits: Mapping[str, int]) -> bool:
+    """Whether any limit applies to these candidates (if not, the claim needs no counting)."""
+    return any(c.limit_key is not None or c.queue in queue_limits for c in candidates)
 
 
 def event_from_row(row: Row) -> Event:
@@ -199,3 +344,24 @@ def sweep_result(writes: Sequence[WorkerWrite], accepted: Sequence[bool]) -> Swe
         failed=done.count(Status.FAILED),
         cancelled=done.count(Status.CANCELLED),
     )
+
+
+def usage_of(
+    controls: Sequence[Row],
+    running_by_key: Sequence[Row],
+    started_by_key: Sequence[Row],
+    running_by_queue: Sequence[Row],
+) -> tuple[Usage, list[str], list[str]]:
+    """What limits a claim now: the usage to count against, the queues to pass over (paused
+    or at their limit) and the limit keys to pass over (at their concurrency or rate)."""
+    usage = Usage(
+        running_by_key={row["limit_key"]: row["n"] for row in running_by_key},
+        started_by_key={row["limit_key"]: row["n"] for row in started_by_key},
+        running_by_queue={row["queue"]: row["n"] for row in running_by_queue},
+        queue_limits={row["name"]: row["concurrency"] for row in controls if row["concurrency"] is not None},
+    )
+    full = {q for q, most in usage.queue_limits.items() if usage.running_by_queue.get(q, 0) >= most}
+    skip_queues = [row["name"] for row in controls if row["paused"] or row["name"] in full]
+    skip_keys = [row["limit_key"] for row in running_by_key if row["n"] >= (row["most"] or 1 << 62)]
+    skip_keys += [row["limit_key"] for row in started_by_key if row["n"] >= row["most"]]
+    return usage, skip_queues, skip_keys

@@ -21,30 +21,43 @@ from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from ..events import Event, NewEvent, answer_event, dumps, status_event
-from ..exceptions import ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
+from ..exceptions import BatchNotFound, ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
 from ..jobs import ACTIVE, TERMINAL, Job, Status
 from . import sql
 from .base import (
+    UNSET,
+    Batch,
     Finished,
     Heartbeat,
     JobFilter,
     Lease,
+    NewBatch,
     NewJob,
+    QueueInfo,
     SweepResult,
     WorkerInfo,
     WorkerWrite,
 )
 from .changes import ChangeWatch
 from .rows import (
+    LONGEST_RATE_WINDOW,
+    Candidate,
     after_cancel,
+    batch_from_row,
+    choose,
     event_from_row,
     expired,
+    idempotency_conflict,
     job_from_row,
+    job_params,
+    limited,
     move_sources,
     new_job,
     numbered,
     overdue,
+    same_submission,
     sweep_result,
+    usage_of,
     worker_from_row,
     worker_params,
     write_events,
@@ -325,6 +338,38 @@ class SQLiteStore:
     async def delete(self, job_id: str) -> None:
         await self._write(lambda conn, now: _delete(conn, job_id))
 
+    # -- batches and queues ----------------------------------------------------------------
+
+    async def create_batch(self, batch: NewBatch, jobs: Sequence[NewJob]) -> Batch:
+        return await self._write(lambda conn, now: _create_batch(conn, now, batch, jobs))
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        return await self._read(lambda conn: _find_batch(conn, batch_id))
+
+    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
+        def read(conn: sqlite3.Connection) -> list[Batch]:
+            rows = conn.execute(Q["list_batches"], {"before": before or "~", "limit": limit}).fetchall()
+            return [_batch_of(conn, row) for row in rows]
+
+        return await self._read(read)
+
+    async def pause_batch(self, batch_id: str, paused: bool) -> Batch:
+        return await self._write(lambda conn, now: _pause_batch(conn, now, batch_id, paused))
+
+    async def cancel_batch(self, batch_id: str) -> tuple[Batch, list[Job]]:
+        return await self._write(lambda conn, now: _cancel_batch(conn, now, batch_id))
+
+    async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
+        return await self._write(lambda conn, now: _retry_jobs(conn, now, job_filter, extra_attempts))
+
+    async def queues(self) -> list[QueueInfo]:
+        return await self._read(lambda conn: _queues(conn, time.time()))
+
+    async def set_queue(
+        self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
+    ) -> QueueInfo:
+        return await self._write(lambda conn, now: _set_queue(conn, now, name, paused, concurrency))
+
     async def get(self, job_id: str) -> Job | None:
         row = await self._quick_read(lambda conn: conn.execute(Q["get_job"], (job_id,)).fetchone())
         return None if row is None else job_from_row(row)
@@ -386,28 +431,32 @@ class SQLiteStore:
 
 
 def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> list[Job]:
-    conn.executemany(
-        Q["insert_job"],
-        [
-            (
-                j.id,
-                j.queue,
-                j.task,
-                dumps(j.args),
-                j.priority,
-                j.run_at,
-                j.max_attempts,
-                j.timeout,
-                j.owner,
-                dumps(j.labels),
-                now,
-            )
-            for j in jobs
-        ],
-    )
+    stored: list[Job] = []
+    fresh: list[NewJob] = []
+    for j in jobs:
+        existing = _by_idempotency_key(conn, j)
+        if existing is None:
+            fresh.append(j)
+            stored.append(new_job(j, now))
+        else:
+            stored.append(existing)
+    conn.executemany(Q["insert_job"], [(*job_params(j), now) for j in fresh])
     queued = dumps(status_event(Status.QUEUED, 0).data)
-    conn.executemany(Q["insert_event"], [(j.id, 1, "status", now, queued) for j in jobs])
-    return [new_job(j, now) for j in jobs]
+    conn.executemany(Q["insert_event"], [(j.id, 1, "status", now, queued) for j in fresh])
+    return stored
+
+
+def _by_idempotency_key(conn: sqlite3.Connection, new: NewJob) -> Job | None:
+    """The job already stored under ``new``'s idempotency key, if it asks for the same."""
+    if new.idempotency_key is None:
+        return None
+    row = conn.execute(Q["job_by_idempotency_key"], (new.idempotency_key,)).fetchone()
+    if row is None:
+        return None
+    existing = job_from_row(row)
+    if not same_submission(existing, new):
+        raise idempotency_conflict(existing, new)
+    return existing
 
 
 def _claim(
@@ -418,7 +467,21 @@ def _claim(
     limit: int,
     lease_timeout: float,
 ) -> list[Job]:
-    ids = _claim_candidates(conn, now, queues, limit)
+    controls = conn.execute(Q["queue_controls"]).fetchall()
+    usage, skip_queues, skip_keys = usage_of(
+        controls,
+        conn.execute(Q["running_by_key"]).fetchall(),
+        conn.execute(Q["started_by_key"], {"now": now}).fetchall(),
+        conn.execute(Q["running_by_queue"]).fetchall() if any(r["concurrency"] for r in controls) else [],
+    )
+    candidates = _claim_candidates(conn, now, queues, limit, skip_queues, skip_keys)
+    if limited(candidates, usage.queue_limits):
+        candidates = choose(candidates, limit, usage)
+        conn.executemany(
+            Q["insert_start"],
+            [(c.limit_key, now, c.rate_count, c.rate_per) for c in candidates if c.rate_count is not None],
+        )
+    ids = [c.id for c in candidates[:limit]]
     if not ids:
         return []
     params = {"lease_until": now + lease_timeout, "worker_id": worker_id, "now": now, "ids": dumps(ids)}
@@ -428,14 +491,30 @@ def _claim(
     return jobs
 
 
-def _claim_candidates(conn: sqlite3.Connection, now: float, queues: Sequence[str], limit: int) -> list[str]:
+#: A claim looks at this many more due jobs than it may take, for the limits to pass over.
+OVERSCAN = 2
+
+
+def _claim_candidates(
+    conn: sqlite3.Connection,
+    now: float,
+    queues: Sequence[str],
+    limit: int,
+    skip_queues: list[str],
+    skip_keys: list[str],
+) -> list[Candidate]:
+    params: dict[str, Any] = {"now": now, "limit": limit * OVERSCAN, "skip_keys": dumps(skip_keys)}
     if not queues:
-        return [row[0] for row in conn.execute(Q["claim_candidates_any"], {"now": now, "limit": limit})]
-    candidates = []
+        rows = conn.execute(
+            Q["claim_candidates_any"], {**params, "skip_queues": dumps(skip_queues)}
+        ).fetchall()
+        return [Candidate.of(row) for row in rows]
+    rows = []
     for queue in dict.fromkeys(queues):  # a queue named twice must not fill the limit twice
-        candidates += conn.execute(Q["claim_candidates_queue"], (queue, now, limit)).fetchall()
-    candidates.sort(key=lambda row: (-row[1], row[2], row[0]))
-    return [row[0] for row in candidates[:limit]]
+        if queue not in skip_queues:
+            rows += conn.execute(Q["claim_candidates_queue"], {**params, "queue": queue}).fetchall()
+    rows.sort(key=lambda row: (-row["priority"], row["run_at"], row["id"]))
+    return [Candidate.of(row) for row in rows[: limit * OVERSCAN]]
 
 
 def _heartbeat(
@@ -509,6 +588,7 @@ def _sweep(conn: sqlite3.Connection, now: float, cancel_grace: float) -> SweepRe
     ]
     accepted = _record_all(conn, now, writes)
     conn.execute(Q["forget_workers"], (now - 86400.0,))
+    conn.execute(Q["forget_starts"], (now - LONGEST_RATE_WINDOW,))
     return sweep_result(writes, accepted)
 
 
@@ -517,6 +597,7 @@ def _prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
     for job_id in ids:
         conn.execute(Q["delete_events"], (job_id,))
         conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    conn.execute(Q["prune_batches"], {"before": before, "limit": limit})
     return len(ids)
 
 
@@ -592,6 +673,118 @@ def _delete(conn: sqlite3.Connection, job_id: str) -> None:
     conn.execute(Q["delete_events"], (job_id,))
 
 
+def _create_batch(conn: sqlite3.Connection, now: float, batch: NewBatch, jobs: Sequence[NewJob]) -> Batch:
+    conn.execute(
+        Q["insert_batch"],
+        {
+            "id": batch.id,
+            "name": batch.name,
+            "task": batch.task,
+            "queue": batch.queue,
+            "owner": batch.owner,
+            "labels": dumps(batch.labels),
+            "total": len(jobs),
+            "now": now,
+        },
+    )
+    _enqueue(conn, now, jobs)
+    return _batch(conn, batch.id)
+
+
+def _find_batch(conn: sqlite3.Connection, batch_id: str) -> Batch | None:
+    row = conn.execute(Q["get_batch"], (batch_id,)).fetchone()
+    return None if row is None else _batch_of(conn, row)
+
+
+def _batch(conn: sqlite3.Connection, batch_id: str) -> Batch:
+    batch = _find_batch(conn, batch_id)
+    if batch is None:
+        raise BatchNotFound(batch_id)
+    return batch
+
+
+def _batch_of(conn: sqlite3.Connection, row: Any) -> Batch:
+    parts = conn.execute(Q["batch_counts"], (row["id"],)).fetchall()
+    started = [p["started"] for p in parts if p["started"] is not None]
+    ended = [p["ended"] for p in parts if p["ended"] is not None]
+    return batch_from_row(
+        row,
+        {p["status"]: p["n"] for p in parts},
+        min(started) if started else None,
+        max(ended) if ended else None,
+    )
+
+
+def _pause_batch(conn: sqlite3.Connection, now: float, batch_id: str, paused: bool) -> Batch:
+    if conn.execute(Q["pause_batch"], {"id": batch_id, "paused": int(paused), "now": now}).fetchone() is None:
+        raise BatchNotFound(batch_id)
+    return _batch(conn, batch_id)
+
+
+def _cancel_batch(conn: sqlite3.Connection, now: float, batch_id: str) -> tuple[Batch, list[Job]]:
+    if conn.execute(Q["cancel_batch"], {"id": batch_id, "now": now}).fetchone() is None:
+        raise BatchNotFound(batch_id)
+    jobs = _cancel(conn, now, JobFilter(batch_id=batch_id))
+    return _batch(conn, batch_id), jobs
+
+
+def _retry_jobs(conn: sqlite3.Connection, now: float, job_filter: JobFilter, extra: int) -> list[Job]:
+    where, params = _where(job_filter)
+    ended = ",".join("?" * len(_TERMINAL))
+    ids = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT id FROM jobs WHERE {where} AND status IN ({ended})", [*params, *_TERMINAL]
+        )
+    ]
+    jobs = []
+    for job_id in ids:
+        job = job_from_row(
+            conn.execute(Q["retry_extra"], {"id": job_id, "now": now, "extra": extra}).fetchone()
+        )
+        _append_many(
+            conn, now, [(job.id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))]
+        )
+        jobs.append(job)
+    if job_filter.batch_id is not None and jobs:
+        conn.execute(Q["reopen_batch"], {"id": job_filter.batch_id, "now": now})
+    return jobs
+
+
+def _queues(conn: sqlite3.Connection, now: float) -> list[QueueInfo]:
+    counts: dict[str, dict[str, int]] = {}
+    for row in conn.execute(Q["stats"]):
+        counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
+    oldest = {row["queue"]: row["oldest"] for row in conn.execute(Q["oldest_due"], (now,))}
+    controls = {row["name"]: row for row in conn.execute(Q["all_queue_controls"])}
+    return [
+        QueueInfo(
+            name=name,
+            paused=bool(controls[name]["paused"]) if name in controls else False,
+            concurrency=controls[name]["concurrency"] if name in controls else None,
+            counts=counts.get(name, {}),
+            oldest_queued_at=oldest.get(name),
+        )
+        for name in sorted({*counts, *controls})
+    ]
+
+
+def _set_queue(
+    conn: sqlite3.Connection, now: float, name: str, paused: bool | None, concurrency: int | None
+) -> QueueInfo:
+    conn.execute(
+        Q["set_queue"],
+        {
+            "name": name,
+            "paused": None if paused is None else int(paused),
+            "set_concurrency": concurrency is not UNSET,
+            "concurrency": None if concurrency is UNSET else concurrency,
+            "now": now,
+        },
+    )
+    return next(q for q in _queues(conn, now) if q.name == name)
+
+
 def _get(conn: sqlite3.Connection, job_id: str) -> Job:
     row = conn.execute(Q["get_job"], (job_id,)).fetchone()
     if row is None:
@@ -608,7 +801,7 @@ def _where(job_filter: JobFilter) -> tuple[str, list[Any]]:
     if job_filter.statuses:
         clauses.append(f"status IN ({','.join('?' * len(job_filter.statuses))})")
         params += [s.value for s in job_filter.statuses]
-    for column in ("queue", "task", "owner"):
+    for column in ("queue", "task", "owner", "batch_id"):
         value = getattr(job_filter, column)
         if value is not None:
             clauses.append(f"{column} = ?")

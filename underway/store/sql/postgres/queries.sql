@@ -3,13 +3,24 @@
 
 -- name: insert_jobs
 INSERT INTO underway_jobs (id, queue, task, args, status, priority, run_at, max_attempts, timeout,
-                           owner, labels, created_at, updated_at, last_seq)
+                           owner, labels, batch_id, limit_key, limit_concurrency, rate_count,
+                           rate_per, idempotency_key, created_at, updated_at, last_seq)
 SELECT id, queue, task, args::json, 'queued', priority, run_at, max_attempts, timeout, owner,
-       labels::jsonb, %(now)s, %(now)s, 1
+       labels::jsonb, batch_id, limit_key, limit_concurrency, rate_count, rate_per,
+       idempotency_key, %(now)s, %(now)s, 1
 FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[],
             %(priorities)s::integer[], %(run_ats)s::double precision[], %(max_attempts)s::integer[],
-            %(timeouts)s::double precision[], %(owners)s::text[], %(labels)s::text[])
-     AS new (id, queue, task, args, priority, run_at, max_attempts, timeout, owner, labels);
+            %(timeouts)s::double precision[], %(owners)s::text[], %(labels)s::text[],
+            %(batch_ids)s::text[], %(limit_keys)s::text[], %(limit_concurrencies)s::integer[],
+            %(rate_counts)s::integer[], %(rate_pers)s::double precision[],
+            %(idempotency_keys)s::text[])
+     AS new (id, queue, task, args, priority, run_at, max_attempts, timeout, owner, labels,
+             batch_id, limit_key, limit_concurrency, rate_count, rate_per, idempotency_key)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: job_by_idempotency_keys
+SELECT * FROM underway_jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
 
 -- name: insert_events
 INSERT INTO underway_events (job_id, seq, type, at, data)
@@ -24,47 +35,83 @@ SELECT pg_advisory_xact_lock(%(key)s);
 -- name: notify
 SELECT pg_notify(%(channel)s, %(payload)s);
 
--- name: claim_any
--- The candidates are chosen and locked in a materialized CTE, so the planner cannot run the
--- LIMIT more than once; SKIP LOCKED lets concurrent claims pass each other.
+-- name: claim_candidates_any
+-- Chosen and locked in a materialized CTE, so the planner cannot run the LIMIT more than once;
+-- SKIP LOCKED lets concurrent claims pass each other. Paused queues and batches, and limit
+-- keys at their limit, are passed over.
 WITH chosen AS MATERIALIZED (
-    SELECT id FROM underway_jobs
+    SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
+    FROM underway_jobs
     WHERE status = 'queued' AND run_at <= %(now)s
+      AND queue <> ALL(%(skip_queues)s::text[])
+      AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused))
+      AND (limit_key IS NULL OR limit_key <> ALL(%(skip_keys)s::text[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE underway_jobs AS j
-SET status = 'running', attempt = j.attempt + 1, lease_until = %(lease_until)s,
-    worker_id = %(worker_id)s, started_at = %(now)s, updated_at = %(now)s, last_seq = j.last_seq + 1
-FROM chosen
-WHERE j.id = chosen.id
-RETURNING j.*;
+SELECT * FROM chosen;
 
--- name: claim_queues
--- The best due jobs of each queue (each an index range scan), then the best of those.
+-- name: claim_candidates_queues
+-- The best due jobs of each queue (each an index range scan), locked, then the best of those.
 WITH locked AS MATERIALIZED (
-    SELECT c.id, c.priority, c.run_at
+    SELECT c.*
     FROM unnest(%(queues)s::text[]) AS q (name)
     CROSS JOIN LATERAL (
-        SELECT id, priority, run_at FROM underway_jobs
+        SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
+        FROM underway_jobs
         WHERE status = 'queued' AND queue = q.name AND run_at <= %(now)s
+          AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused))
+          AND (limit_key IS NULL OR limit_key <> ALL(%(skip_keys)s::text[]))
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS c
-), chosen AS MATERIALIZED (
-    SELECT id FROM locked ORDER BY priority DESC, run_at, id LIMIT %(limit)s
 )
-UPDATE underway_jobs AS j
-SET status = 'running', attempt = j.attempt + 1, lease_until = %(lease_until)s,
-    worker_id = %(worker_id)s, started_at = %(now)s, updated_at = %(now)s, last_seq = j.last_seq + 1
-FROM chosen
-WHERE j.id = chosen.id
-RETURNING j.*;
+SELECT * FROM locked ORDER BY priority DESC, run_at, id LIMIT %(limit)s;
+
+-- name: claim
+UPDATE underway_jobs
+SET status = 'running', attempt = attempt + 1, lease_until = %(lease_until)s,
+    worker_id = %(worker_id)s, started_at = %(now)s, updated_at = %(now)s, last_seq = last_seq + 1
+WHERE id = ANY(%(ids)s::text[])
+RETURNING *;
+
+-- name: limit_lock
+-- Claims that may start jobs of the same limit key (or limited queue) take turns from here to
+-- their commit, so that two of them cannot both count a free slot.
+SELECT pg_advisory_xact_lock(k) FROM unnest(%(keys)s::bigint[]) AS k ORDER BY k;
+
+-- name: queue_controls
+SELECT name, paused, concurrency FROM underway_queues WHERE paused OR concurrency IS NOT NULL;
+
+-- name: running_by_key
+SELECT limit_key, count(*) AS n, max(limit_concurrency) AS most FROM underway_jobs
+WHERE status = 'running' AND limit_key IS NOT NULL
+GROUP BY limit_key;
+
+-- name: started_by_key
+SELECT limit_key, count(*) AS n, max(rate_count) AS most FROM underway_starts
+WHERE at > %(now)s - rate_per
+GROUP BY limit_key;
+
+-- name: running_by_queue
+SELECT queue, count(*) AS n FROM underway_jobs WHERE status = 'running' GROUP BY queue;
+
+-- name: insert_starts
+INSERT INTO underway_starts (limit_key, at, rate_count, rate_per)
+SELECT key, %(now)s, count, per
+FROM unnest(%(keys)s::text[], %(counts)s::integer[], %(pers)s::double precision[]) AS s (key, count, per);
+
+-- name: forget_starts
+DELETE FROM underway_starts WHERE at < %(before)s;
 
 -- name: next_run_at_any
-SELECT min(run_at) FROM underway_jobs WHERE status = 'queued';
+-- Jobs of paused queues and batches do not count: nothing may start them.
+SELECT min(run_at) FROM underway_jobs
+WHERE status = 'queued'
+  AND queue NOT IN (SELECT name FROM underway_queues WHERE paused)
+  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused));
 
 -- name: next_run_at_queues
 SELECT min(first.run_at)
@@ -72,6 +119,8 @@ FROM unnest(%(queues)s::text[]) AS q (name)
 CROSS JOIN LATERAL (
     SELECT run_at FROM underway_jobs
     WHERE status = 'queued' AND queue = q.name
+      AND queue NOT IN (SELECT name FROM underway_queues WHERE paused)
+      AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused))
     ORDER BY run_at
     LIMIT 1
 ) AS first;
@@ -222,3 +271,68 @@ SELECT queue, status, count(*) AS n, count(started_at) AS ran,
 FROM underway_jobs
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)s
 GROUP BY queue, status;
+
+-- name: insert_batch
+INSERT INTO underway_batches (id, name, task, queue, owner, labels, total, created_at, updated_at)
+VALUES (%(id)s, %(name)s, %(task)s, %(queue)s, %(owner)s, %(labels)s::jsonb, %(total)s, %(now)s,
+        %(now)s);
+
+-- name: get_batch
+SELECT * FROM underway_batches WHERE id = %(id)s;
+
+-- name: batch_counts
+SELECT status, count(*) AS n, min(started_at) AS started, max(finished_at) AS ended
+FROM underway_jobs
+WHERE batch_id = %(id)s
+GROUP BY status;
+
+-- name: list_batches
+SELECT * FROM underway_batches WHERE id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: pause_batch
+UPDATE underway_batches SET paused = %(paused)s, updated_at = %(now)s WHERE id = %(id)s RETURNING id;
+
+-- name: cancel_batch
+UPDATE underway_batches SET cancelled = true, paused = false, updated_at = %(now)s
+WHERE id = %(id)s
+RETURNING id;
+
+-- name: reopen_batch
+UPDATE underway_batches SET cancelled = false, updated_at = %(now)s WHERE id = %(id)s;
+
+-- name: retry_extra
+-- {where}: the filter.
+UPDATE underway_jobs
+SET status = 'queued', run_at = %(now)s, updated_at = %(now)s,
+    max_attempts = attempt + %(extra)s,
+    result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
+    worker_id = NULL, cancel_requested = false, cancel_requested_at = NULL,
+    last_seq = last_seq + 1
+WHERE {where} AND status IN ('succeeded', 'failed', 'cancelled')
+RETURNING *;
+
+-- name: oldest_due
+SELECT queue, min(run_at) AS oldest FROM underway_jobs
+WHERE status = 'queued' AND run_at <= %(now)s
+GROUP BY queue;
+
+-- name: all_queue_controls
+SELECT name, paused, concurrency FROM underway_queues;
+
+-- name: set_queue
+INSERT INTO underway_queues (name, paused, concurrency, updated_at)
+VALUES (%(name)s, coalesce(%(paused)s::boolean, false), %(concurrency)s::integer, %(now)s)
+ON CONFLICT (name) DO UPDATE SET
+    paused = coalesce(%(paused)s::boolean, underway_queues.paused),
+    concurrency = CASE WHEN %(set_concurrency)s THEN %(concurrency)s::integer
+                       ELSE underway_queues.concurrency END,
+    updated_at = %(now)s;
+
+-- name: prune_batches
+DELETE FROM underway_batches
+WHERE id IN (
+    SELECT id FROM underway_batches AS b
+    WHERE b.updated_at < %(before)s
+      AND NOT EXISTS (SELECT 1 FROM underway_jobs AS j WHERE j.batch_id = b.id)
+    LIMIT %(limit)s
+);

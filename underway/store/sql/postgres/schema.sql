@@ -30,7 +30,13 @@ CREATE TABLE underway_jobs (
     updated_at          double precision NOT NULL,
     started_at          double precision,
     finished_at         double precision,
-    last_seq            integer NOT NULL DEFAULT 0
+    last_seq            integer NOT NULL DEFAULT 0,
+    batch_id            text,
+    limit_key           text,
+    limit_concurrency   integer,
+    rate_count          integer,
+    rate_per            double precision,
+    idempotency_key     text
 ) WITH (fillfactor = 80);
 
 -- Claiming: the oldest job of the highest priority, in one queue or in any.
@@ -72,3 +78,40 @@ CREATE TABLE underway_workers (
     started_at  double precision NOT NULL,
     last_seen   double precision NOT NULL
 );
+
+-- Batches, queue controls, per-key limits and idempotency keys.
+CREATE INDEX underway_jobs_by_batch ON underway_jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+CREATE INDEX underway_jobs_limited ON underway_jobs (limit_key)
+    WHERE status = 'running' AND limit_key IS NOT NULL;
+CREATE UNIQUE INDEX underway_jobs_idempotency ON underway_jobs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE underway_batches (
+    id          text PRIMARY KEY,
+    name        text,
+    task        text NOT NULL,
+    queue       text NOT NULL,
+    owner       text,
+    labels      jsonb NOT NULL DEFAULT '{}',
+    total       integer NOT NULL,
+    paused      boolean NOT NULL DEFAULT false,
+    cancelled   boolean NOT NULL DEFAULT false,
+    created_at  double precision NOT NULL,
+    updated_at  double precision NOT NULL
+);
+
+CREATE TABLE underway_queues (
+    name        text PRIMARY KEY,
+    paused      boolean NOT NULL DEFAULT false,
+    concurrency integer,
+    updated_at  double precision NOT NULL
+);
+
+-- When jobs with a rate limit started, per limit key (kept for the longest window in use).
+CREATE TABLE underway_starts (
+    limit_key   text NOT NULL,
+    at          double precision NOT NULL,
+    rate_count  integer NOT NULL,
+    rate_per    double precision NOT NULL
+);
+CREATE INDEX underway_starts_by_key ON underway_starts (limit_key, at);

@@ -2,31 +2,75 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, queue, task, args, status, priority, run_at, max_attempts, timeout, owner,
-                  labels, created_at, updated_at, last_seq)
-VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, 1);
+                  labels, batch_id, limit_key, limit_concurrency, rate_count, rate_per,
+                  idempotency_key, created_at, updated_at, last_seq)
+VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, 1);
+
+-- name: job_by_idempotency_key
+SELECT * FROM jobs WHERE idempotency_key = ?;
 
 -- name: insert_event
 INSERT INTO events (job_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?);
 
 -- name: claim_candidates_any
 -- INDEXED BY: without statistics the planner may pick jobs_by_status and sort every queued job.
-SELECT id FROM jobs INDEXED BY jobs_claim_any
+-- Paused queues and batches, and limit keys already at their limit, are passed over.
+SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
+FROM jobs INDEXED BY jobs_claim_any
 WHERE status = 'queued' AND run_at <= :now
+  AND queue NOT IN (SELECT value FROM json_each(:skip_queues))
+  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE paused = 1))
+  AND (limit_key IS NULL OR limit_key NOT IN (SELECT value FROM json_each(:skip_keys)))
 ORDER BY priority DESC, run_at, id
 LIMIT :limit;
 
 -- name: claim_candidates_queue
-SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim_queue
-WHERE status = 'queued' AND queue = ? AND run_at <= ?
+SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
+FROM jobs INDEXED BY jobs_claim_queue
+WHERE status = 'queued' AND queue = :queue AND run_at <= :now
+  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE paused = 1))
+  AND (limit_key IS NULL OR limit_key NOT IN (SELECT value FROM json_each(:skip_keys)))
 ORDER BY priority DESC, run_at, id
-LIMIT ?;
+LIMIT :limit;
+
+-- name: queue_controls
+SELECT name, paused, concurrency FROM queues WHERE paused = 1 OR concurrency IS NOT NULL;
+
+-- name: running_by_key
+SELECT limit_key, count(*) AS n, max(limit_concurrency) AS most FROM jobs INDEXED BY jobs_limited
+WHERE status = 'running' AND limit_key IS NOT NULL
+GROUP BY limit_key;
+
+-- name: started_by_key
+SELECT limit_key, count(*) AS n, max(rate_count) AS most FROM starts
+WHERE at > :now - rate_per
+GROUP BY limit_key;
+
+-- name: running_by_queue
+SELECT queue, count(*) AS n FROM jobs INDEXED BY jobs_by_status
+WHERE status = 'running'
+GROUP BY queue;
+
+-- name: insert_start
+INSERT INTO starts (limit_key, at, rate_count, rate_per) VALUES (?, ?, ?, ?);
+
+-- name: forget_starts
+DELETE FROM starts WHERE at < ?;
 
 -- name: next_run_at_any
-SELECT min(run_at) FROM jobs INDEXED BY jobs_due WHERE status = 'queued';
+-- Jobs of paused queues and batches do not count: nothing may start them.
+SELECT run_at FROM jobs INDEXED BY jobs_due
+WHERE status = 'queued'
+  AND queue NOT IN (SELECT name FROM queues WHERE paused = 1)
+  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE paused = 1))
+ORDER BY run_at
+LIMIT 1;
 
 -- name: next_run_at_queues
 SELECT run_at FROM jobs INDEXED BY jobs_due
 WHERE status = 'queued' AND queue IN (SELECT value FROM json_each(?))
+  AND queue NOT IN (SELECT name FROM queues WHERE paused = 1)
+  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE paused = 1))
 ORDER BY run_at
 LIMIT 1;
 
@@ -163,3 +207,62 @@ SELECT queue, status, count(*) AS n, count(started_at) AS ran,
 FROM jobs INDEXED BY jobs_finished
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= ?
 GROUP BY queue, status;
+
+-- name: insert_batch
+INSERT INTO batches (id, name, task, queue, owner, labels, total, created_at, updated_at)
+VALUES (:id, :name, :task, :queue, :owner, :labels, :total, :now, :now);
+
+-- name: get_batch
+SELECT * FROM batches WHERE id = ?;
+
+-- name: batch_counts
+SELECT status, count(*) AS n, min(started_at) AS started, max(finished_at) AS ended
+FROM jobs INDEXED BY jobs_by_batch
+WHERE batch_id = ?
+GROUP BY status;
+
+-- name: list_batches
+SELECT * FROM batches WHERE id < :before ORDER BY id DESC LIMIT :limit;
+
+-- name: pause_batch
+UPDATE batches SET paused = :paused, updated_at = :now WHERE id = :id RETURNING *;
+
+-- name: cancel_batch
+UPDATE batches SET cancelled = 1, paused = 0, updated_at = :now WHERE id = :id RETURNING *;
+
+-- name: reopen_batch
+UPDATE batches SET cancelled = 0, updated_at = :now WHERE id = :id;
+
+-- name: retry_extra
+UPDATE jobs
+SET status = 'queued', run_at = :now, updated_at = :now, max_attempts = attempt + :extra,
+    result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
+    worker_id = NULL, cancel_requested = 0, cancel_requested_at = NULL,
+    last_seq = last_seq + 1
+WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled')
+RETURNING *;
+
+-- name: oldest_due
+SELECT queue, min(run_at) AS oldest FROM jobs INDEXED BY jobs_due
+WHERE status = 'queued' AND run_at <= ?
+GROUP BY queue;
+
+-- name: all_queue_controls
+SELECT name, paused, concurrency FROM queues;
+
+-- name: set_queue
+INSERT INTO queues (name, paused, concurrency, updated_at)
+VALUES (:name, coalesce(:paused, 0), :concurrency, :now)
+ON CONFLICT (name) DO UPDATE SET
+    paused = coalesce(:paused, paused),
+    concurrency = CASE WHEN :set_concurrency THEN :concurrency ELSE concurrency END,
+    updated_at = :now;
+
+-- name: prune_batches
+DELETE FROM batches
+WHERE id IN (
+    SELECT id FROM batches
+    WHERE updated_at < :before
+      AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)
+    LIMIT :limit
+);

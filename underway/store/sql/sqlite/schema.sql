@@ -28,7 +28,14 @@ CREATE TABLE jobs (
     updated_at          REAL NOT NULL,
     started_at          REAL,
     finished_at         REAL,
-    last_seq            INTEGER NOT NULL DEFAULT 0
+    last_seq            INTEGER NOT NULL DEFAULT 0,
+    -- Added by 0003 (ALTER TABLE appends columns, so they come last here too).
+    batch_id            TEXT,
+    limit_key           TEXT,
+    limit_concurrency   INTEGER,
+    rate_count          INTEGER,
+    rate_per            REAL,
+    idempotency_key     TEXT
 ) STRICT;
 
 -- Claiming: the oldest job of the highest priority, in one queue or in any.
@@ -66,3 +73,38 @@ CREATE TABLE workers (
     started_at  REAL NOT NULL,
     last_seen   REAL NOT NULL
 ) STRICT;
+
+-- Batches, queue controls, per-key limits and idempotency keys.
+CREATE INDEX jobs_by_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+CREATE INDEX jobs_limited ON jobs (limit_key) WHERE status = 'running' AND limit_key IS NOT NULL;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+CREATE TABLE batches (
+    id          TEXT PRIMARY KEY,
+    name        TEXT,
+    task        TEXT NOT NULL,
+    queue       TEXT NOT NULL,
+    owner       TEXT,
+    labels      TEXT NOT NULL DEFAULT '{}',
+    total       INTEGER NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    cancelled   INTEGER NOT NULL DEFAULT 0,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+) STRICT;
+
+CREATE TABLE queues (
+    name        TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    concurrency INTEGER,
+    updated_at  REAL NOT NULL
+) STRICT;
+
+-- When jobs with a rate limit started, per limit key (kept for the longest window in use).
+CREATE TABLE starts (
+    limit_key   TEXT NOT NULL,
+    at          REAL NOT NULL,
+    rate_count  INTEGER NOT NULL,
+    rate_per    REAL NOT NULL
+) STRICT;
+CREATE INDEX starts_by_key ON starts (limit_key, at);
