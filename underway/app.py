@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 from weakref import WeakKeyDictionary
 
+from .batches import RUNNING_SHOWN, BatchView
 from .bus import Bus, Overflow
 from .config import Settings
 from .events import Event, dumps
@@ -444,6 +445,24 @@ class App:
         await self.get_batch(batch_id)
         job_filter = JobFilter(statuses=tuple(Status(s) for s in status), batch_id=batch_id)
         return await self.store.list_jobs(job_filter, limit=limit, before=before)
+
+    async def batch_view(self, batch_id: str) -> BatchView:
+        """The batch with its percent, rate, ETA and what its running items are doing now."""
+        batch = await self.get_batch(batch_id)
+        running = JobFilter(statuses=(Status.RUNNING,), batch_id=batch_id)
+        return BatchView.of(batch, await self.store.list_jobs(running, limit=RUNNING_SHOWN))
+
+    async def batch_results(self, batch_id: str, *, page: int = 500) -> AsyncIterator[Job]:
+        """Every item of the batch, in the order they were submitted, read page by page."""
+        await self.get_batch(batch_id)
+        after = ""
+        while True:
+            jobs = await self.store.list_jobs(JobFilter(batch_id=batch_id), limit=page, after=after)
+            for job in jobs:
+                yield job
+            if len(jobs) < page:
+                return
+            after = jobs[-1].id
 
     async def pause_batch(self, batch_id: str) -> Batch:
         """Start no more of the batch's items; running ones go on."""

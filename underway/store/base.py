@@ -284,9 +284,11 @@ class Store(Protocol):
     async def get(self, job_id: str) -> Job | None: ...
 
     async def list_jobs(
-        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None, after: str | None = None
     ) -> list[Job]:
-        """Jobs matching the filter, newest first; ``before`` is the last id of the previous page."""
+        """Jobs matching the filter, newest first; ``before`` is the last id of the previous page.
+
+        With ``after`` (``""`` for the first page), oldest first: the jobs after that id."""
 
     async def events(
         self,

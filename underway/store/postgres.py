@@ -577,13 +577,17 @@ class PostgresStore:
         return None if row is None else job_from_row(row)
 
     async def list_jobs(
-        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None, after: str | None = None
     ) -> list[Job]:
         where, params = _where(job_filter)
         if before is not None:
             where += " AND id < %(before)s"
             params["before"] = before
-        query = f"SELECT * FROM underway_jobs WHERE {where} ORDER BY id DESC LIMIT %(limit)s".encode()
+        if after is not None:
+            where += " AND id > %(after)s"
+            params["after"] = after
+        order = "DESC" if after is None else "ASC"
+        query = f"SELECT * FROM underway_jobs WHERE {where} ORDER BY id {order} LIMIT %(limit)s".encode()
         rows = await self._read(lambda conn: conn.execute(query, {**params, "limit": limit}).fetchall())
         return [job_from_row(row) for row in rows]
 

@@ -375,13 +375,17 @@ class SQLiteStore:
         return None if row is None else job_from_row(row)
 
     async def list_jobs(
-        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None, after: str | None = None
     ) -> list[Job]:
         where, params = _where(job_filter)
         if before is not None:
             where += " AND id < ?"
             params.append(before)
-        query = f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?"
+        if after is not None:
+            where += " AND id > ?"
+            params.append(after)
+        order = "DESC" if after is None else "ASC"
+        query = f"SELECT * FROM jobs WHERE {where} ORDER BY id {order} LIMIT ?"
         rows = await self._read(lambda conn: conn.execute(query, [*params, limit]).fetchall())
         return [job_from_row(row) for row in rows]
 
