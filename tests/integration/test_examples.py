@@ -345,3 +345,15 @@ def test_every_example_is_tested() -> None:
 def test_postgres(tmp_path: Path, postgres_url: str) -> None:
     out = lines_of(run_example("postgres.py", tmp_path, {"DATABASE_URL": postgres_url}))
     assert out == [f"img{n}.jpg succeeded img{n}.jpg.thumb.jpg" for n in range(6)]
+
+
+@pytest.mark.slow
+def test_limits(tmp_path: Path) -> None:
+    out = lines_of(run_example("limits.py", tmp_path))
+    assert out == [
+        "one job for one key: True",
+        "pages of one site at once, at most: 2",
+        "mail queue while paused: queued",
+        "after resume: receipt for order 7",
+        "API calls started in any one second, at most: 5",
+    ]
