@@ -101,3 +101,17 @@ async def asker(ctx: underway.Context, rounds: int, gap: float) -> int:
         await ctx.ask(f"round {i + 1}", key=f"r{i + 1}")
         await asyncio.sleep(gap)
     return rounds
+
+
+@app.task(name="item")
+async def item(url: str, n: int = 0) -> None:
+    """A no-op with arguments like a batch item's (bench/batches.py)."""
+
+
+#: Jobs of ``item_keyed`` have 100 keys and at most 1,000 running per key: a limit that never binds.
+KEYS = 100
+
+
+@app.task(name="item_keyed", concurrency=1000, concurrency_key=lambda n, **_: f"k{n % KEYS}")
+async def item_keyed(url: str, n: int = 0) -> None:
+    """``item`` with a per-key concurrency limit that never binds: what counting limits costs."""

@@ -12,6 +12,16 @@ for comparison also those of the "any queue" query forced onto its partial index
 ``INDEXED BY jobs_claim_any`` (not what underway runs).
 
     .venv/bin/python bench/claim.py [--runs 5] [--sizes 1000,1000000]
+
+With ``--url [postgresql://...]`` it runs on PostgreSQL: one new schema per size, filled once
+the same way (then ``ANALYZE``, as autovacuum does soon after such a fill) and used by every run
+(the claims keep its queue at N jobs; finished rows accumulate: 2,200 per run). The bare
+statement is the store's query that finds and locks the jobs (the candidate query, or the
+one-statement claim of older versions) in a transaction that is rolled back, timed on a plain
+psycopg connection (round trip included); the plans are ``EXPLAIN (ANALYZE, BUFFERS)`` of it,
+rolled back too.
+
+    .venv/bin/python bench/claim.py --url --runs 3
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +66,9 @@ def new_jobs(count: int) -> list[NewJob]:
     return [NewJob(id=new_job_id(), queue="default", task="noop", args={}, run_at=now) for _ in range(count)]
 
 
-async def fill(path: Path, size: int) -> float:
-    """A store with ``size`` queued jobs, closed (its WAL folded in); the seconds it took."""
-    store = open_store(common.sqlite_url(path))
+async def fill_url(url: str, size: int) -> float:
+    """Enqueue ``size`` jobs into the store at ``url`` in chunks of FILL_CHUNK; the seconds it took."""
+    store = open_store(url)
     start = time.perf_counter()
     try:
         await store.open()
@@ -65,6 +76,13 @@ async def fill(path: Path, size: int) -> float:
             await store.enqueue(new_jobs(min(FILL_CHUNK, size - first)))
     finally:
         await store.close()
+    return time.perf_counter() - start
+
+
+async def fill(path: Path, size: int) -> float:
+    """A store with ``size`` queued jobs, closed (its WAL folded in); the seconds it took."""
+    start = time.perf_counter()
+    await fill_url(common.sqlite_url(path), size)
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -73,12 +91,22 @@ async def fill(path: Path, size: int) -> float:
     return time.perf_counter() - start
 
 
+def _candidate_params(queue: str | None, now: float, limit: int) -> dict[str, Any]:
+    """Parameters of the SQLite candidate queries: nothing paused or at its limit."""
+    params: dict[str, Any] = {"now": now, "limit": limit, "skip_keys": "[]"}
+    if queue is None:
+        params["skip_queues"] = "[]"
+    else:
+        params["queue"] = queue
+    return params
+
+
 def query_plans(path: Path) -> dict[str, list[str]]:
     conn = sqlite3.connect(path)
     now = time.time()
     statements = {
-        "claim_candidates_any": (Q["claim_candidates_any"], {"now": now, "limit": 1}),
-        "claim_candidates_queue": (Q["claim_candidates_queue"], ("default", now, 10)),
+        "claim_candidates_any": (Q["claim_candidates_any"], _candidate_params(None, now, 1)),
+        "claim_candidates_queue": (Q["claim_candidates_queue"], _candidate_params("default", now, 10)),
         "claim": (
             Q["claim"],
             {"lease_until": now + 30, "worker_id": WORKER, "now": now, "ids": '["x"]'},
@@ -101,9 +129,12 @@ def bare_queries(path: Path) -> dict[str, float]:
     queries: dict[str, tuple[str, Callable[[float], Any]]] = {}
     for mode, (queues, limit) in MODES.items():
         if queues:
-            queries[mode] = (Q["claim_candidates_queue"], lambda now, q=queues[0], n=limit: (q, now, n))
+            queries[mode] = (
+                Q["claim_candidates_queue"],
+                lambda now, q=queues[0], n=limit: _candidate_params(q, now, n),
+            )
         else:
-            queries[mode] = (Q["claim_candidates_any"], lambda now, n=limit: {"now": now, "limit": n})
+            queries[mode] = (Q["claim_candidates_any"], lambda now, n=limit: _candidate_params(None, now, n))
     conn = sqlite3.connect(path)
     try:
         out = {}
@@ -122,7 +153,21 @@ def bare_queries(path: Path) -> dict[str, float]:
 
 
 async def measure(path: Path, size: int) -> dict[str, Any]:
-    store = open_store(common.sqlite_url(path))
+    figures = await measure_claims(common.sqlite_url(path), size)
+    conn = sqlite3.connect(path)
+    try:
+        queued = conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+    finally:
+        conn.close()
+    if queued != size:
+        raise RuntimeError(f"the queue should still hold {size} jobs, not {queued}")
+    figures["bare"] = bare_queries(path)
+    return figures
+
+
+async def measure_claims(url: str, size: int) -> dict[str, Any]:
+    """``store.claim`` CLAIMS times per mode, keeping ``size`` jobs queued."""
+    store = open_store(url)
     figures: dict[str, Any] = {"load": common.loadavg()}
     try:
         await store.open()
@@ -151,31 +196,158 @@ async def measure(path: Path, size: int) -> dict[str, Any]:
             figures[f"{mode} p99_us"] = common.percentile(times, 99) * 1e6
     finally:
         await store.close()
-    conn = sqlite3.connect(path)
-    try:
-        queued = conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
-    finally:
-        conn.close()
+    return figures
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _pg_claim(mode: str) -> tuple[bytes, Callable[[float], dict[str, Any]]]:
+    """The store's statement that finds and locks the jobs to claim for ``mode`` (the candidate
+    query where the claim has one, else the one-statement claim), and its parameters."""
+    from underway.store.postgres import Q as PQ
+
+    queues, limit = MODES[mode]
+    candidates = "claim_candidates_any" in PQ
+
+    def params(now: float) -> dict[str, Any]:
+        bound: dict[str, Any] = {"now": now, "limit": limit, "lease_until": now + 30, "worker_id": WORKER}
+        if candidates:
+            bound["skip_keys"] = []
+            if not queues:
+                bound["skip_queues"] = []
+        if queues:
+            bound["queues"] = queues
+        return bound
+
+    if candidates:
+        return (PQ["claim_candidates_queues"] if queues else PQ["claim_candidates_any"]), params
+    return (PQ["claim_queues"] if queues else PQ["claim_any"]), params
+
+
+def pg_plans(url: str) -> dict[str, list[str]]:
+    """EXPLAIN (ANALYZE, BUFFERS) of each claim statement, rolled back."""
+    import psycopg
+
+    plans = {}
+    with psycopg.connect(url) as conn:
+        for mode in MODES:
+            query, params = _pg_claim(mode)
+            rows = conn.execute(b"EXPLAIN (ANALYZE, BUFFERS) " + query, params(time.time())).fetchall()
+            conn.rollback()
+            plans[mode] = [row[0] for row in rows]
+    return plans
+
+
+def pg_bare(url: str) -> dict[str, float]:
+    """Median µs of each claim statement alone (rolled back) on a plain connection."""
+    import psycopg
+
+    out = {}
+    with psycopg.connect(url) as conn:
+        for mode in MODES:
+            query, params = _pg_claim(mode)
+            times: list[float] = []
+            deadline = time.monotonic() + BARE_BUDGET
+            while len(times) < CLAIMS and (time.monotonic() < deadline or len(times) < 5):
+                bound = params(time.time())
+                start = time.perf_counter()
+                conn.execute(query, bound).fetchall()
+                times.append(time.perf_counter() - start)
+                conn.rollback()
+            out[mode] = common.median(times[1:]) * 1e6
+    return out
+
+
+def pg_queued(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(b"SELECT count(*) FROM underway_jobs WHERE status = 'queued'").fetchone()
+    return int(row[0]) if row else -1
+
+
+async def measure_postgres(url: str, size: int) -> dict[str, Any]:
+    figures = await measure_claims(url, size)
+    queued = pg_queued(url)
     if queued != size:
         raise RuntimeError(f"the queue should still hold {size} jobs, not {queued}")
-    figures["bare"] = bare_queries(path)
+    figures["bare"] = pg_bare(url)
     return figures
+
+
+def postgres_runs(args: Any, sizes: list[int], stack: ExitStack) -> tuple[list[dict[str, Any]], Any, Any]:
+    """Fill one schema per size, then the runs; (runs, fill seconds, plans at the largest size)."""
+    import psycopg
+
+    urls: dict[int, str] = {}
+    fills: dict[int, float] = {}
+    for size in sizes:
+        urls[size] = stack.enter_context(common.postgres_schema(args.url, args.keep))
+        fills[size] = asyncio.run(fill_url(urls[size], size))
+        with psycopg.connect(urls[size], autocommit=True) as conn:
+            conn.execute(b"ANALYZE underway_jobs")
+            row = conn.execute(b"SELECT pg_total_relation_size('underway_jobs')").fetchone()
+        megabytes = (row[0] if row else 0) / 1e6
+        print(
+            f"filled {size:,} queued jobs in {fills[size]:.1f} s (jobs table and indexes {megabytes:.0f} MB)"
+        )
+    plans = pg_plans(urls[max(sizes)])
+    _print_plans(plans)
+    runs: list[dict[str, Any]] = []
+    for number in range(args.runs):
+        result: dict[str, Any] = {}
+        for size in sizes if number % 2 == 0 else sizes[::-1]:
+            result[str(size)] = asyncio.run(measure_postgres(urls[size], size))
+        runs.append(result)
+        _print_run(number, result, sizes)
+    return runs, fills, plans
+
+
+def _print_plans(plans: dict[str, list[str]]) -> None:
+    print()
+    for name, plan in plans.items():
+        print(f"plan {name}:")
+        for line in plan:
+            print(f"  {line}")
+    print()
+
+
+def _print_run(number: int, result: dict[str, Any], sizes: list[int]) -> None:
+    line = "; ".join(
+        f"{int(size):,}: " + ", ".join(f"{m} p50 {r[f'{m} p50_us']:.0f} µs" for m in MODES)
+        for size, r in result.items()
+    )
+    print(f"run {number + 1}: {line} (load {result[str(sizes[0])]['load']})", flush=True)
 
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,1000000", help="comma-separated numbers of queued jobs")
+    common.add_url_option(p)
     args = p.parse_args()
+    if args.url is not None and not common.is_postgres(args.url):
+        p.error("--url takes a postgresql:// URL (SQLite is the default)")
     sizes = [int(s) for s in args.sizes.split(",")]
     common.install_cleanup()
     info = common.machine()
-    common.print_machine(
-        info,
-        {
-            "benchmark": f"store.claim() latency with {', '.join(f'{s:,}' for s in sizes)} queued jobs,"
-            f" {CLAIMS} claims per mode, {args.runs} runs",
-        },
-    )
+    extra = {
+        "benchmark": f"store.claim() latency with {', '.join(f'{s:,}' for s in sizes)} queued jobs,"
+        f" {CLAIMS} claims per mode, {args.runs} runs",
+    }
+    if args.url:
+        extra["postgres"] = str(common.postgres_facts(args.url))
+    common.print_machine(info, extra)
+    runs: list[dict[str, Any]] = []
+    if args.url:
+        with ExitStack() as stack:
+            runs, fills, plans = postgres_runs(args, sizes, stack)
+    else:
+        runs, fills, plans = sqlite_runs(args, sizes)
+    report(args, info, sizes, runs, fills, plans)
+
+
+def sqlite_runs(args: Any, sizes: list[int]) -> tuple[list[dict[str, Any]], Any, Any]:
     runs: list[dict[str, Any]] = []
     with common.workdir("claim", args.keep) as tmp:
         templates = {}
@@ -203,11 +375,13 @@ def main() -> None:
                 for suffix in ("-wal", "-shm", "-lock"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             runs.append(result)
-            line = "; ".join(
-                f"{int(size):,}: " + ", ".join(f"{m} p50 {r[f'{m} p50_us']:.0f} µs" for m in MODES)
-                for size, r in result.items()
-            )
-            print(f"run {number + 1}: {line} (load {result[str(sizes[0])]['load']})", flush=True)
+            _print_run(number, result, sizes)
+    return runs, fills, plans
+
+
+def report(
+    args: Any, info: dict[str, Any], sizes: list[int], runs: list[dict[str, Any]], fills: Any, plans: Any
+) -> None:
     print()
     rows = []
     for number, result in enumerate(runs, 1):

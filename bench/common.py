@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -152,6 +153,64 @@ def workdir(name: str, keep: bool = False) -> Iterator[Path]:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+#: The database the ``--url postgresql`` option names when given without a URL.
+POSTGRES_URL = os.environ.get("UNDERWAY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def is_postgres(url: str | None) -> bool:
+    return url is not None and url.startswith(("postgresql://", "postgres://"))
+
+
+def add_url_option(p: argparse.ArgumentParser) -> None:
+    """``--url``: run on this PostgreSQL database (a fresh schema per run) instead of SQLite."""
+    p.add_argument(
+        "--url",
+        nargs="?",
+        const=POSTGRES_URL,
+        default=None,
+        help="run on PostgreSQL at this URL, each run in a new schema dropped afterwards"
+        f" (bare --url: {POSTGRES_URL}); default: SQLite files",
+    )
+
+
+def schema_url(base: str, schema: str) -> str:
+    """``base`` with ``schema`` first on the search_path (the store creates its tables there)."""
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def postgres_schema(base: str, keep: bool = False) -> Iterator[str]:
+    """A new schema ``bench_<random>`` in the database ``base`` names; yields its URL, drops it after."""
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(5)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    try:
+        yield schema_url(base, schema)
+    finally:
+        if keep:
+            print(f"kept schema {schema}")
+        else:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+
+
+def postgres_facts(base: str) -> dict[str, str]:
+    """Server version and the settings that matter for commit latency."""
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        facts = {"postgres": str(conn.execute(b"SHOW server_version").fetchone()[0])}  # type: ignore[index]
+        for name in ("synchronous_commit", "fsync", "shared_buffers", "max_connections"):
+            facts[name] = str(conn.execute(f"SHOW {name}".encode()).fetchone()[0])  # type: ignore[index]
+        facts["host"] = conn.info.host
+    return facts
 
 
 # -- subprocesses ------------------------------------------------------------------------------

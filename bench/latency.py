@@ -16,6 +16,12 @@ Afterwards the idle CPU use (user + system, from /proc/<pid>/stat) of each varia
 measured over the same ``--idle`` seconds (default 10) with nothing to do.
 
     .venv/bin/python bench/latency.py [--runs 5] [--jobs 500] [--idle 10]
+
+With ``--url [postgresql://...]`` the worker and the benchmark share a PostgreSQL database
+instead (a new schema per run and variant): one variant, ``postgres``, where the worker and the
+waiter learn of each other's commits by ``LISTEN``/``NOTIFY``.
+
+    .venv/bin/python bench/latency.py --url --runs 3
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +46,25 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "poll 5ms": ("5ms", True),
     "no inotify": ("1ms", False),
 }
+#: With --url: the PostgreSQL store (NOTIFY wakes the other process; the poll interval is the
+#: store's default, it only sets how often a waiter looks again without a notification).
+POSTGRES_VARIANTS: dict[str, tuple[str, bool]] = {"postgres": ("1ms", True)}
 NO_INOTIFY = "import sys; sys.modules['inotify_simple'] = None; from underway.cli import main; main()"
 WARMUP = 50
 SLOW = 0.05
 
 
-async def measure(tmp: Path, name: str, jobs: int) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
-    """Latency figures of one variant; its worker is left running for the idle measurement."""
+async def measure(
+    tmp: Path, name: str, jobs: int, url: str | None = None
+) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+    """Latency figures of one variant; its worker is left running for the idle measurement.
+
+    ``url``: the store (a PostgreSQL schema); by default a new SQLite file in ``tmp``.
+    """
     from bench.apps import app, noop
 
-    interval, inotify = VARIANTS[name]
-    db = tmp / f"{name.replace(' ', '-')}.db"
-    url = common.sqlite_url(db)
+    interval, inotify = {**VARIANTS, **POSTGRES_VARIANTS}[name]
+    url = url or common.sqlite_url(tmp / f"{name.replace(' ', '-')}.db")
     log = tmp / f"{name.replace(' ', '-')}-worker.log"
     saved_inotify = sqlite_connection.INotify
     if not inotify:
@@ -111,10 +125,11 @@ async def measure(tmp: Path, name: str, jobs: int) -> tuple[dict[str, Any], subp
 async def one_run(args: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     workers: dict[str, subprocess.Popen[bytes]] = {}
-    with common.workdir("latency", args.keep) as tmp:
+    with common.workdir("latency", args.keep) as tmp, ExitStack() as schemas:
         try:
-            for name in VARIANTS:
-                result[name], workers[name] = await measure(tmp, name, args.jobs)
+            for name in variants(args):
+                url = schemas.enter_context(common.postgres_schema(args.url, args.keep)) if args.url else None
+                result[name], workers[name] = await measure(tmp, name, args.jobs, url)
             # Idle: every variant's worker at once, over the same window, nothing to do.
             await asyncio.sleep(2.0)
             before = {name: common.cpu_seconds(w.pid) for name, w in workers.items()}
@@ -133,20 +148,27 @@ async def one_run(args: Any) -> dict[str, Any]:
     return result
 
 
+def variants(args: Any) -> dict[str, tuple[str, bool]]:
+    return POSTGRES_VARIANTS if args.url else VARIANTS
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=500, help="timed jobs per variant (after 50 warm-up)")
     p.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement")
+    common.add_url_option(p)
     args = p.parse_args()
+    if args.url is not None and not common.is_postgres(args.url):
+        p.error("--url takes a postgresql:// URL (SQLite is the default)")
     common.install_cleanup()
     info = common.machine()
-    common.print_machine(
-        info,
-        {
-            "benchmark": f"submit -> wait of one no-op job at a time, {args.jobs} jobs after {WARMUP}"
-            f" warm-up, 1 worker process (--concurrency 10), {args.runs} runs",
-        },
-    )
+    extra = {
+        "benchmark": f"submit -> wait of one no-op job at a time, {args.jobs} jobs after {WARMUP}"
+        f" warm-up, 1 worker process (--concurrency 10), {args.runs} runs",
+    }
+    if args.url:
+        extra["postgres"] = str(common.postgres_facts(args.url))
+    common.print_machine(info, extra)
     runs: list[dict[str, Any]] = []
     try:
         for number in range(args.runs):
@@ -156,7 +178,8 @@ def main() -> None:
                 f"{name} p50 {r['total_p50_ms']:.2f} ms idle {r['idle_cpu_percent']:.1f}% CPU"
                 for name, r in result.items()
             )
-            print(f"run {number + 1}: {line} (load {result['default']['load']})", flush=True)
+            first = next(iter(result.values()))
+            print(f"run {number + 1}: {line} (load {first['load']})", flush=True)
     finally:
         common.stop_all()
     if not runs:
@@ -200,7 +223,7 @@ def main() -> None:
     )
     summary: dict[str, dict[str, list[float]]] = {}
     print(f"\nmedian of {len(runs)} runs (min-max):")
-    for name in VARIANTS:
+    for name in variants(args):
         figures = {
             key: [r[name][key] for r in runs]
             for key in ("total_p50_ms", "total_p90_ms", "total_p99_ms", "idle_cpu_percent")

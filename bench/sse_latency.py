@@ -19,7 +19,11 @@ Variants:
 
 Target: p99 <= 10 ms on an idle machine.
 
-    .venv/bin/python bench/sse_latency.py [--runs 5] [--samples 200]
+With ``--url [postgresql://...]`` the server and the worker share a PostgreSQL database instead
+(a new schema per run): the worker's commit reaches the server by ``NOTIFY`` on its ``LISTEN``
+connection. Target there: p99 <= 20 ms.
+
+    .venv/bin/python bench/sse_latency.py [--runs 5] [--samples 200] [--url]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import asyncio
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,7 @@ VARIANTS: dict[str, tuple[float, float]] = {
     "every 60 ms": (0.060, 1.0),
 }
 TARGET_P99_MS = 10.0
+TARGET_P99_MS_POSTGRES = 20.0
 
 
 async def measure(client: httpx.AsyncClient, every: float, per_write: float, samples: int) -> dict[str, Any]:
@@ -84,8 +90,11 @@ async def measure(client: httpx.AsyncClient, every: float, per_write: float, sam
 
 async def one_run(args: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"load": common.loadavg()}
-    with common.workdir("sse-latency", args.keep) as tmp:
-        url = common.sqlite_url(tmp / "b.db")
+    with common.workdir("sse-latency", args.keep) as tmp, ExitStack() as schema:
+        if args.url:
+            url = schema.enter_context(common.postgres_schema(args.url, args.keep))
+        else:
+            url = common.sqlite_url(tmp / "b.db")
         port = serving.free_port()
         logs = [tmp / "server.log", tmp / "worker.log"]
         server = serving.start_server(url, port, logs[0])
@@ -107,17 +116,21 @@ async def one_run(args: Any) -> dict[str, Any]:
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=200, help="written progress events per variant and run")
+    common.add_url_option(p)
     args = p.parse_args()
+    if args.url is not None and not common.is_postgres(args.url):
+        p.error("--url takes a postgresql:// URL (SQLite is the default)")
+    target = TARGET_P99_MS_POSTGRES if args.url else TARGET_P99_MS
     common.install_cleanup()
     info = common.machine()
-    common.print_machine(
-        info,
-        {
-            "benchmark": f"ctx.progress() in a worker subprocess -> client of /api/jobs/{{id}}/stream in this"
-            f" process (httpx-sse), ~{args.samples} written events per variant, {args.runs} runs;"
-            " latency from the call whose value was written",
-        },
-    )
+    extra = {
+        "benchmark": f"ctx.progress() in a worker subprocess -> client of /api/jobs/{{id}}/stream in this"
+        f" process (httpx-sse), ~{args.samples} written events per variant, {args.runs} runs;"
+        " latency from the call whose value was written",
+    }
+    if args.url:
+        extra["postgres"] = str(common.postgres_facts(args.url))
+    common.print_machine(info, extra)
     runs: list[dict[str, Any]] = []
     try:
         for number in range(args.runs):
@@ -184,7 +197,7 @@ def main() -> None:
             "write_to_client_p99_ms": common.percentile(pooled_client, 99),
         }
         summary[name] = figures
-        met = "met" if common.median(figures["total_p99_ms"]) <= TARGET_P99_MS else "NOT met"
+        met = "met" if common.median(figures["total_p99_ms"]) <= target else "NOT met"
         print(
             f"  {name:<12} p50 {common.spread(figures['total_p50_ms'], '{:.2f}')} ms"
             f"  p99 {common.spread(figures['total_p99_ms'], '{:.2f}')} ms"
@@ -193,7 +206,7 @@ def main() -> None:
             f" p99 {common.spread(figures['client_p99_ms'], '{:.2f}')} ms"
             f"  | pooled n={len(pooled)} p50 {figures['pooled']['p50_ms']:.2f}"
             f" p99 {figures['pooled']['p99_ms']:.2f}"
-            f"  (target p99 <= {TARGET_P99_MS:.0f} ms: {met})"
+            f"  (target p99 <= {target:.0f} ms: {met})"
         )
     for result in runs:
         for name in VARIANTS:

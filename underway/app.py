@@ -20,7 +20,7 @@ from .bus import Bus, Overflow
 from .config import Settings
 from .events import Event, dumps
 from .exceptions import BatchNotFound, InvalidArguments, InvalidTransition, JobNotFound, TaskNotFound
-from .jobs import Job, Status, new_job_id
+from .jobs import Job, Status, new_job_id, new_job_ids
 from .retry import RetryPolicy
 from .store import Batch, JobFilter, NewBatch, NewJob, QueueInfo, Store, open_store
 from .tasks import Limits, RateLimit, SubmitOptions, Task
@@ -235,20 +235,7 @@ class App:
     ) -> NewJob:
         """The job a submission would store (validated; nothing stored yet)."""
         task = self.get_task(task) if isinstance(task, str) else task
-        now = time.time()
-        if options.run_at is not None and options.delay is not None:
-            raise InvalidArguments("give either run_at or delay, not both")
-        if options.max_attempts is not None and options.max_attempts < 1:
-            raise InvalidArguments("max_attempts must be at least 1")
-        if options.timeout is not None and options.timeout <= 0:
-            raise InvalidArguments("timeout must be greater than 0")
-        if options.delay is not None and not 0 <= options.delay <= MAX_DELAY:
-            raise InvalidArguments(f"delay must be between 0 and {MAX_DELAY:g} seconds")
-        if options.run_at is not None and not 0 <= options.run_at <= LATEST_RUN_AT:
-            raise InvalidArguments("run_at must be a time between 1970 and 9999 (seconds since the epoch)")
-        run_at = options.run_at if options.run_at is not None else now + (options.delay or 0.0)
-        if options.idempotency_key is not None and not 0 < len(options.idempotency_key) <= 200:
-            raise InvalidArguments("idempotency_key must have 1 to 200 characters")
+        run_at = _checked_run_at(options)
         valid = task.validate(args)
         limits = task.limits
         return NewJob(
@@ -414,15 +401,50 @@ class App:
             owner=options.owner,
             labels=dict(options.labels or {}),
         )
-        jobs = []
-        for index, item in enumerate(items):
-            try:
-                jobs.append(self.new_job(task, item, options, batch_id=batch.id))
-            except InvalidArguments as exc:
-                raise InvalidArguments(
-                    f"item {index}: {exc.message}", details={"item": index, "error": exc.details}
-                ) from None
+        jobs = self._batch_jobs(task, items, options, batch.id)
         return await (await self._ready()).create_batch(batch, jobs)
+
+    def _batch_jobs(
+        self, task: Task[..., Any], items: Sequence[dict[str, Any]], options: SubmitOptions, batch_id: str
+    ) -> list[NewJob]:
+        """``new_job`` of every item, with what the items share worked out once."""
+        try:
+            run_at = _checked_run_at(options)
+        except InvalidArguments:
+            run_at = None
+        valid = task.validate_all(items) if run_at is not None else None
+        if run_at is None or valid is None:  # one by one, to name the first wrong item
+            jobs = []
+            for index, item in enumerate(items):
+                try:
+                    jobs.append(self.new_job(task, item, options, batch_id=batch_id))
+                except InvalidArguments as exc:
+                    raise InvalidArguments(
+                        f"item {index}: {exc.message}", details={"item": index, "error": exc.details}
+                    ) from None
+            return jobs
+        limits = task.limits
+        labels = options.labels or {}
+        return [
+            NewJob(
+                id=job_id,
+                queue=options.queue or task.queue,
+                task=task.name,
+                args=args,
+                priority=task.priority if options.priority is None else options.priority,
+                run_at=run_at,
+                max_attempts=options.max_attempts or task.retry.max_attempts,
+                timeout=options.timeout or task.timeout,
+                owner=options.owner,
+                labels=dict(labels),
+                batch_id=batch_id,
+                limit_key=limits.key_of(task.name, args),
+                limit_concurrency=limits.concurrency,
+                rate_count=None if limits.rate is None else limits.rate.count,
+                rate_per=None if limits.rate is None else limits.rate.per,
+            )
+            for job_id, args in zip(new_job_ids(len(valid)), valid, strict=True)
+        ]
 
     async def get_batch(self, batch_id: str) -> Batch:
         batch = await (await self._ready()).get_batch(batch_id)
@@ -575,6 +597,23 @@ class App:
 
 #: The most items one batch may have.
 MAX_BATCH = 100_000
+
+
+def _checked_run_at(options: SubmitOptions) -> float:
+    """When a job submitted with ``options`` is due; ``InvalidArguments`` for a wrong option."""
+    if options.run_at is not None and options.delay is not None:
+        raise InvalidArguments("give either run_at or delay, not both")
+    if options.max_attempts is not None and options.max_attempts < 1:
+        raise InvalidArguments("max_attempts must be at least 1")
+    if options.timeout is not None and options.timeout <= 0:
+        raise InvalidArguments("timeout must be greater than 0")
+    if options.delay is not None and not 0 <= options.delay <= MAX_DELAY:
+        raise InvalidArguments(f"delay must be between 0 and {MAX_DELAY:g} seconds")
+    if options.run_at is not None and not 0 <= options.run_at <= LATEST_RUN_AT:
+        raise InvalidArguments("run_at must be a time between 1970 and 9999 (seconds since the epoch)")
+    if options.idempotency_key is not None and not 0 < len(options.idempotency_key) <= 200:
+        raise InvalidArguments("idempotency_key must have 1 to 200 characters")
+    return options.run_at if options.run_at is not None else time.time() + (options.delay or 0.0)
 
 
 class _Portal:

@@ -180,16 +180,40 @@ def new_job_id() -> str:
     48 bits of milliseconds then 80 random bits; within one millisecond of one process the
     random part is incremented, so ids made here are strictly increasing.
     """
+    return new_job_ids(1)[0]
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` ids as ``new_job_id()`` makes them, strictly increasing (one clock reading)."""
     global _id_last
     millis = time.time_ns() // 1_000_000
     with _id_lock:
         last_millis, last_random = _id_last
         if millis <= last_millis:
-            millis, random_part = last_millis, (last_random + 1) & ((1 << 80) - 1)
+            millis, first = last_millis, last_random + 1
         else:
-            random_part = int.from_bytes(os.urandom(10), "big")
-        _id_last = (millis, random_part)
-    return _encode((millis << 80) | random_part)
+            first = int.from_bytes(os.urandom(10), "big")
+        _id_last = (millis, (first + count - 1) & _RANDOM_MASK)
+    return _encode_run(millis, first, count)
+
+
+_RANDOM_MASK = (1 << 80) - 1
+#: Two Crockford characters for each 10-bit value.
+_PAIRS = [_CROCKFORD[n >> 5] + _CROCKFORD[n & 31] for n in range(1024)]
+
+
+def _encode_run(millis: int, first: int, count: int) -> list[str]:
+    """The ids of ``count`` consecutive random parts from ``first``: only the last 4 characters
+    (20 bits) change from one to the next, so the first 22 are encoded again only on a carry."""
+    ids = []
+    pairs = _PAIRS
+    top, prefix = -1, ""
+    for n in range(count):
+        value = (millis << 80) | ((first + n) & _RANDOM_MASK)
+        if value >> 20 != top:
+            top, prefix = value >> 20, _encode(value)[:22]
+        ids.append(prefix + pairs[(value >> 10) & 1023] + pairs[value & 1023])
+    return ids
 
 
 def _encode(value: int) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from .events import dumps
 from .exceptions import InvalidArguments
@@ -146,6 +147,19 @@ class Task(Generic[P, R]):
         except (TypeError, ValueError) as exc:
             raise InvalidArguments(f"arguments for task {self.name!r} are not JSON: {exc}") from None
         return model.model_dump(mode="json")
+
+    def validate_all(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """``validate`` of every item in one pydantic call; None if any item is wrong (then
+        ``validate`` them one by one to learn which, and why)."""
+        try:
+            models = self._list_adapter.validate_json(dumps(items), strict=True)
+        except (ValidationError, TypeError, ValueError):
+            return None
+        return [model.model_dump(mode="json") for model in models]
+
+    @functools.cached_property
+    def _list_adapter(self) -> TypeAdapter[list[BaseModel]]:
+        return TypeAdapter(list[self.args_model])  # type: ignore[name-defined]
 
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:
         """Stored JSON arguments → the Python values the function takes."""

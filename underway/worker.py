@@ -56,6 +56,8 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.runs: dict[str, JobRun] = {}
         self.busy = 0
+        #: The last claim left a due job behind (a limit holds it back, or it came in late).
+        self._blocked = False
         self.started_at = time.time()
         # Made here, not in run(): stop() may come before run() got going.
         self._stopping = asyncio.Event()
@@ -195,6 +197,8 @@ class Worker:
                 logger.exception("claiming jobs failed (try %d)", failures)
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
                 continue
+            if jobs:
+                self._blocked = False
             for job in jobs:
                 self._start(JobRun(self, job, self.app.tasks.get(job.task), self.settings.progress_interval))
             if len(jobs) == limit:
@@ -215,9 +219,20 @@ class Worker:
         timeout = IDLE_RECHECK
         next_run_at = await self.store.next_run_at(self.settings.queues)
         if next_run_at is not None:
-            # Due already, yet the last claim did not take it: a limit holds it back (another
-            # job's end wakes us through the store; a rate window passes with time).
-            timeout = min(timeout, max(BLOCKED_RECHECK, next_run_at - time.time()))
+            timeout = min(timeout, max(0.0, next_run_at - time.time()))
+            if timeout == 0.0:
+                # Due already, yet the last claim did not take it. It may have come in just
+                # after that claim: claim again at once. If the next claim leaves it too, a
+                # limit holds it back: another job's end wakes us through the store, and a
+                # rate window passes with time, so look again shortly.
+                if not self._blocked:
+                    self._blocked = True
+                    return
+                timeout = BLOCKED_RECHECK
+            else:
+                self._blocked = False
+        else:
+            self._blocked = False
         stopping = asyncio.ensure_future(self._stopping.wait())
         changed = asyncio.ensure_future(self.store.wait_for_change(token, timeout))
         try:

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from postgres_support import fresh_postgres_url
 
 from underway.events import EventType, log_event
 from underway.exceptions import InvalidTransition
@@ -68,11 +69,15 @@ def worker_info(name: str) -> WorkerInfo:
 class StoreMachine(RuleBasedStateMachine):
     jobs = Bundle("jobs")
 
+    #: The store the machine runs on (a subclass runs it on PostgreSQL).
+    backend = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.folder = tempfile.mkdtemp(prefix="underway-machine-")
         self.runner = asyncio.Runner()
-        url = f"sqlite:///{self.folder}/underway.db"
+        self.database = fresh_postgres_url() if self.backend == "postgres" else None
+        url = next(self.database) if self.database else f"sqlite:///{self.folder}/underway.db"
         self.stores: dict[str, Store] = {name: open_store(url) for name in WORKERS}
         for store in self.stores.values():
             self.run(store.open())
@@ -92,6 +97,8 @@ class StoreMachine(RuleBasedStateMachine):
             self.runner.close()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+            if self.database is not None:
+                self.database.close()  # drops the schema
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -371,3 +378,17 @@ StoreMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_store_invariants = StoreMachine.TestCase
+
+
+class PostgresStoreMachine(StoreMachine):
+    backend = "postgres"
+
+
+# Fewer, shorter runs: every step is a few round trips to the server, not a file read.
+PostgresStoreMachine.TestCase.settings = settings(
+    max_examples=10,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_store_invariants_on_postgres = PostgresStoreMachine.TestCase

@@ -355,16 +355,19 @@ class PostgresStore:
         """The end of every write: the events, under the feed lock, and the notification."""
         if tx.events:
             tx.conn.execute(Q["feed_lock"], {"key": self._feed_key})
-            tx.conn.execute(
-                Q["insert_events"],
-                {
-                    "now": tx.now,
-                    "job_ids": [job_id for job_id, _, _ in tx.events],
-                    "seqs": [seq for _, seq, _ in tx.events],
-                    "types": [event.type.value for _, _, event in tx.events],
-                    "data": [dumps(event.data) for _, _, event in tx.events],
-                },
-            )
+            if len(tx.events) >= COPY_FROM:
+                _copy_events(tx)
+            else:
+                tx.conn.execute(
+                    Q["insert_events"],
+                    {
+                        "now": tx.now,
+                        "job_ids": [job_id for job_id, _, _ in tx.events],
+                        "seqs": [seq for _, seq, _ in tx.events],
+                        "types": [event.type.value for _, _, event in tx.events],
+                        "data": [dumps(event.data) for _, _, event in tx.events],
+                    },
+                )
             tx.conn.execute(Q["notify"], {"channel": self._channel, "payload": self._origin})
             tx.changed = True
 
@@ -666,9 +669,17 @@ def _safe(url: str) -> str:
 # -- transactions --------------------------------------------------------------------------
 
 
+#: From this many jobs without idempotency keys, ``_enqueue`` copies them in (``COPY``): about
+#: twice as fast as the ``unnest`` insert, which it needs only for its ``ON CONFLICT``.
+COPY_FROM = 100
+
+
 def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
     if not jobs:
         return []
+    if len(jobs) >= COPY_FROM and all(j.idempotency_key is None for j in jobs):
+        _copy_jobs(tx, now, jobs)
+        return [new_job(j, now) for j in jobs]
     keyed = {j.idempotency_key: j for j in jobs if j.idempotency_key is not None}
     existing = _by_idempotency_keys(tx, keyed)
     fresh = [j for j in jobs if j.idempotency_key not in existing]
@@ -706,6 +717,50 @@ def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
     return [new_job(j, now) if j.id in inserted else existing[j.idempotency_key] for j in jobs]
 
 
+def _copy_jobs(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> None:
+    """Insert jobs that have no idempotency key, and their ``queued`` events, with ``COPY``."""
+    with tx.conn.cursor().copy(Q["copy_jobs"]) as copy:
+        for j in jobs:
+            copy.write_row(
+                (
+                    j.id,
+                    j.queue,
+                    j.task,
+                    dumps(j.args),
+                    "queued",
+                    j.priority,
+                    j.run_at,
+                    j.max_attempts,
+                    j.timeout,
+                    j.owner,
+                    dumps(j.labels),
+                    j.batch_id,
+                    j.limit_key,
+                    j.limit_concurrency,
+                    j.rate_count,
+                    j.rate_per,
+                    now,
+                    now,
+                    1,
+                )
+            )
+    tx.changed = True
+    queued = status_event(Status.QUEUED, 0)
+    tx.append((j.id, 1, queued) for j in jobs)
+
+
+def _copy_events(tx: _Tx) -> None:
+    """Insert the transaction's events with ``COPY``; one event appended for many jobs (a
+    batch's ``queued``) is encoded once."""
+    last: NewEvent | None = None
+    data = ""
+    with tx.conn.cursor().copy(Q["copy_events"]) as copy:
+        for job_id, seq, event in tx.events:
+            if event is not last:
+                last, data = event, dumps(event.data)
+            copy.write_row((job_id, seq, event.type.value, tx.now, data))
+
+
 def _by_idempotency_keys(tx: _Tx, keyed: dict[str, NewJob]) -> dict[str | None, Job]:
     """The jobs already stored under these keys; a conflict if one asks for something else."""
     if not keyed:
@@ -725,10 +780,16 @@ def _claim(
 ) -> list[Job]:
     controls = tx.all(Q["queue_controls"])
     usage, skip_queues, skip_keys = _usage(tx, now, controls)
-    params: dict[str, Any] = {"now": now, "limit": limit * OVERSCAN, "skip_keys": skip_keys}
+    # No overscan here, unlike on SQLite: a row locked and then passed over would be skipped by
+    # concurrent claims until this one commits. Keys already at their limit are passed over in
+    # the query; a key that fills up within this claim holds the rest back until the next one.
+    params: dict[str, Any] = {"now": now, "limit": limit, "skip_keys": skip_keys}
     if queues:
-        params["queues"] = [q for q in dict.fromkeys(queues) if q not in skip_queues]
-        rows = tx.all(Q["claim_candidates_queues"], params) if params["queues"] else []
+        wanted = [q for q in dict.fromkeys(queues) if q not in skip_queues]
+        if len(wanted) == 1:
+            rows = tx.all(Q["claim_candidates_queue"], {**params, "queue": wanted[0]})
+        else:
+            rows = tx.all(Q["claim_candidates_queues"], {**params, "queues": wanted}) if wanted else []
     else:
         rows = tx.all(Q["claim_candidates_any"], {**params, "skip_queues": skip_queues})
     candidates = [Candidate.of(row) for row in rows]
@@ -765,10 +826,6 @@ def _claim(
     return jobs
 
 
-#: A claim looks at this many times more due jobs than it may take, for the limits to pass over.
-OVERSCAN = 2
-
-
 def _usage(tx: _Tx, now: float, controls: list[dict[str, Any]]) -> tuple[Usage, list[str], list[str]]:
     return usage_of(
         controls,
@@ -798,26 +855,29 @@ def _heartbeat(
 
 
 def _record_all(tx: _Tx, now: float, writes: Sequence[WorkerWrite]) -> list[bool]:
+    """The fenced statements of all ``writes`` in one pipeline: one round trip, not one each."""
+    planned = [_plan(tx, now, write) for write in writes]
+    with tx.conn.pipeline():
+        cursors = [tx.conn.execute(query, params) for _, query, params, _ in planned]
     accepted = []
-    for write in writes:
-        events = _apply(tx, now, write)
-        accepted.append(events is not None)
-        if events is not None:
+    for (job_id, _, _, events), cursor in zip(planned, cursors, strict=True):
+        row = cursor.fetchone()
+        accepted.append(row is not None)
+        if row is not None:
             tx.changed = True
-            tx.append(events)
+            tx.append(numbered(job_id, row["last_seq"], events))
     return accepted
 
 
-def _apply(tx: _Tx, now: float, write: WorkerWrite) -> list[tuple[str, int, NewEvent]] | None:
-    """Apply one fenced write to the job row; its events with their seqs, or None if refused."""
+def _plan(tx: _Tx, now: float, write: WorkerWrite) -> tuple[str, bytes, dict[str, Any], list[NewEvent]]:
+    """The fenced statement of one write: (job id, query, parameters, its events)."""
     if write.status is Status.QUEUED:
         row = tx.one(Q["cancel_requested"], {"id": write.lease.job_id, "attempt": write.lease.attempt})
         if row is not None and row["cancel_requested"]:
             write = after_cancel(write)
     events = write_events(write)
     query = Q["fenced_touch"] if write.status is None else _fenced_move_sql(write.status)
-    row = tx.one(query, write_params(write, len(events), now))
-    return None if row is None else numbered(write.lease.job_id, row["last_seq"], events)
+    return write.lease.job_id, query, write_params(write, len(events), now), events
 
 
 @functools.cache
@@ -877,7 +937,10 @@ def _create_batch(tx: _Tx, now: float, batch: NewBatch, jobs: Sequence[NewJob]) 
             "now": now,
         },
     )
-    _enqueue(tx, now, jobs)
+    if len(jobs) >= COPY_FROM and all(j.idempotency_key is None for j in jobs):
+        _copy_jobs(tx, now, jobs)  # no job records to return
+    else:
+        _enqueue(tx, now, jobs)
     return _batch(tx, batch.id)
 
 

@@ -444,10 +444,15 @@ def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> li
             stored.append(new_job(j, now))
         else:
             stored.append(existing)
-    conn.executemany(Q["insert_job"], [(*job_params(j), now) for j in fresh])
-    queued = dumps(status_event(Status.QUEUED, 0).data)
-    conn.executemany(Q["insert_event"], [(j.id, 1, "status", now, queued) for j in fresh])
+    _insert_jobs(conn, now, fresh)
     return stored
+
+
+def _insert_jobs(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> None:
+    """Insert new jobs (no idempotency key already stored) with their ``queued`` events."""
+    conn.executemany(Q["insert_job"], [(*job_params(j), now) for j in jobs])
+    queued = dumps(status_event(Status.QUEUED, 0).data)
+    conn.executemany(Q["insert_event"], [(j.id, 1, "status", now, queued) for j in jobs])
 
 
 def _by_idempotency_key(conn: sqlite3.Connection, new: NewJob) -> Job | None:
@@ -691,7 +696,10 @@ def _create_batch(conn: sqlite3.Connection, now: float, batch: NewBatch, jobs: S
             "now": now,
         },
     )
-    _enqueue(conn, now, jobs)
+    if any(j.idempotency_key is not None for j in jobs):
+        _enqueue(conn, now, jobs)
+    else:  # nothing to look up, and no job records to return
+        _insert_jobs(conn, now, jobs)
     return _batch(conn, batch.id)
 
 

@@ -99,7 +99,35 @@ def register(app: underway.App) -> underway.App:
     def always_fail() -> None:
         raise ValueError("this task always fails")
 
+    @app.task(name="span")
+    def span(ctx: underway.Context, out_dir: str, key: str = "", hold: float = 0.05) -> str:
+        """Hold for ``hold`` seconds; append ``job key start end`` (``time.time()``) to this
+        process's file in ``out_dir``."""
+        return _span(ctx, out_dir, key, hold)
+
+    @app.task(name="keyed_span", concurrency=2, concurrency_key=lambda key, **_: key)
+    def keyed_span(ctx: underway.Context, out_dir: str, key: str, hold: float = 0.05) -> str:
+        """``span``, at most 2 jobs of one ``key`` at a time over all workers."""
+        return _span(ctx, out_dir, key, hold)
+
+    @app.task(name="rated", rate_limit="5/s")
+    def rated(ctx: underway.Context, out_dir: str) -> str:
+        """``span`` without the hold, at most 5 starts per second over all workers."""
+        return _span(ctx, out_dir, "rated", 0.0)
+
     return app
+
+
+def _span(ctx: underway.Context, out_dir: str, key: str, hold: float) -> str:
+    started = time.time()
+    time.sleep(hold)
+    line = f"{ctx.job_id} {key or '-'} {started!r} {time.time()!r}\n".encode()
+    fd = os.open(Path(out_dir) / f"{os.getpid()}.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return ctx.job_id
 
 
 app = register(underway.App())

@@ -19,6 +19,13 @@ FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(args)s::te
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
+-- name: copy_jobs
+-- Many jobs without idempotency keys (so nothing to conflict with): the rows of insert_jobs.
+COPY underway_jobs (id, queue, task, args, status, priority, run_at, max_attempts, timeout, owner,
+                    labels, batch_id, limit_key, limit_concurrency, rate_count, rate_per,
+                    created_at, updated_at, last_seq)
+FROM STDIN;
+
 -- name: job_by_idempotency_keys
 SELECT * FROM underway_jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
 
@@ -27,6 +34,10 @@ INSERT INTO underway_events (job_id, seq, type, at, data)
 SELECT job_id, seq, type, %(now)s, data::json
 FROM unnest(%(job_ids)s::text[], %(seqs)s::integer[], %(types)s::text[], %(data)s::text[])
      AS new (job_id, seq, type, data);
+
+-- name: copy_events
+-- Many events (from COPY_FROM on): the rows of insert_events.
+COPY underway_events (job_id, seq, type, at, data) FROM STDIN;
 
 -- name: feed_lock
 -- Held from here to the commit: event ids are handed out in commit order (see the schema).
@@ -52,23 +63,35 @@ WITH chosen AS MATERIALIZED (
 )
 SELECT * FROM chosen;
 
--- name: claim_candidates_queues
--- The best due jobs of each queue (each an index range scan), locked, then the best of those.
-WITH locked AS MATERIALIZED (
-    SELECT c.*
-    FROM unnest(%(queues)s::text[]) AS q (name)
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
-        FROM underway_jobs
-        WHERE status = 'queued' AND queue = q.name AND run_at <= %(now)s
-          AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused))
-          AND (limit_key IS NULL OR limit_key <> ALL(%(skip_keys)s::text[]))
-        ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
+-- name: claim_candidates_queue
+-- One queue: a range scan of its claim index, in order.
+WITH chosen AS MATERIALIZED (
+    SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
+    FROM underway_jobs
+    WHERE status = 'queued' AND queue = %(queue)s AND run_at <= %(now)s
+      AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused))
+      AND (limit_key IS NULL OR limit_key <> ALL(%(skip_keys)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
 )
-SELECT * FROM locked ORDER BY priority DESC, run_at, id LIMIT %(limit)s;
+SELECT * FROM chosen;
+
+-- name: claim_candidates_queues
+-- Several queues: one ordered scan that passes the other queues' jobs over. (Locking the best
+-- of each queue and keeping the best of those would lock rows it then leaves, which concurrent
+-- claims would skip until it commits.)
+WITH chosen AS MATERIALIZED (
+    SELECT id, priority, run_at, queue, limit_key, limit_concurrency, rate_count, rate_per
+    FROM underway_jobs
+    WHERE status = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= %(now)s
+      AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM underway_batches WHERE paused))
+      AND (limit_key IS NULL OR limit_key <> ALL(%(skip_keys)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+SELECT * FROM chosen;
 
 -- name: claim
 UPDATE underway_jobs
