@@ -4,12 +4,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .app import App
+from .batches import BatchView
 from .config import Settings
 from .context import Context, TaskTimeout
 from .events import Event, EventType
 from .exceptions import (
+    BatchNotFound,
     Cancelled,
     ConfigError,
+    IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
     JobNotFound,
@@ -25,7 +28,7 @@ from .tasks import Task
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+    from .client import AsyncClient, BatchPage, Client
 
 __version__ = "0.1.0"
 
@@ -36,12 +39,16 @@ logging.getLogger("underway").addHandler(logging.NullHandler())
 __all__ = [
     "App",
     "AsyncClient",
+    "BatchNotFound",
+    "BatchPage",
+    "BatchView",
     "Cancelled",
     "Client",
     "ConfigError",
     "Context",
     "Event",
     "EventType",
+    "IdempotencyConflict",
     "InvalidArguments",
     "InvalidTransition",
     "Job",
@@ -61,9 +68,12 @@ __all__ = [
 ]
 
 
+_CLIENT_NAMES = frozenset({"AsyncClient", "BatchPage", "Client"})
+
+
 def __getattr__(name: str) -> Any:
-    """``Client`` and ``AsyncClient`` are imported on first use: workers need no httpx."""
-    if name in ("AsyncClient", "Client"):
+    """The client's names are imported on first use: workers need no httpx."""
+    if name in _CLIENT_NAMES:
         from . import client
 
         return getattr(client, name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 from weakref import WeakKeyDictionary
 
-from .batches import RUNNING_SHOWN, BatchView
+from .batches import RUNNING_SHOWN, BatchView, queue_record
 from .bus import Bus, Overflow
 from .config import Settings
 from .events import Event, dumps
@@ -510,6 +510,20 @@ class App:
     async def queues(self) -> list[QueueInfo]:
         """Every queue with jobs or controls: counts by status, paused, limit, oldest due job."""
         return await (await self._ready()).queues()
+
+    async def queue_records(self) -> list[dict[str, Any]]:
+        """Every queue as ``GET /queues`` shows it: depth, running, waiting, counts, jobs ended
+        in the last minute, how long the oldest due job has waited, paused, limit."""
+        queues = await self.queues()
+        finished: dict[str, int] = {}
+        for row in await self.store.finished_since(time.time() - 60.0):
+            finished[row.queue] = finished.get(row.queue, 0) + row.count
+        now = time.time()
+        return [queue_record(q, finished.get(q.name, 0), now) for q in queues]
+
+    async def queue_record(self, name: str) -> dict[str, Any]:
+        found = [record for record in await self.queue_records() if record["name"] == name]
+        return found[0] if found else queue_record(QueueInfo(name=name), 0, time.time())
 
     async def pause_queue(self, name: str) -> QueueInfo:
         """Start no more of the queue's jobs (on any worker); running ones go on."""

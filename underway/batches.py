@@ -1,5 +1,6 @@
-"""What a batch looks like to the people watching it: counts, percent, rate, ETA, and what its
-running items are doing now. The HTTP API, the client and the command line share this shape."""
+"""What batches and queues look like to the people watching them: a batch's counts, percent,
+rate, ETA and running items; a queue's depth, throughput and controls. The HTTP API, the client
+and the command line share these shapes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .jobs import Job, Status
-from .store import Batch
+from .store import Batch, QueueInfo
 from .timefmt import from_iso, to_iso
 
 #: How many running items a batch view shows.
@@ -144,4 +145,21 @@ def item_record(job: Job) -> dict[str, Any]:
         "args": job.args,
         "result": job.result,
         "error": job.error,
+    }
+
+
+def queue_record(info: QueueInfo, finished: int, now: float) -> dict[str, Any]:
+    """A queue as ``GET /queues`` shows it: ``finished`` jobs ended in the last minute."""
+    counts = {s.value: info.counts.get(s.value, 0) for s in Status}
+    oldest = info.oldest_queued_at
+    return {
+        "name": info.name,
+        "paused": info.paused,
+        "concurrency": info.concurrency,
+        "depth": counts["queued"],
+        "running": counts["running"],
+        "waiting": counts["waiting"],
+        "counts": counts,
+        "throughput_1m": finished,
+        "oldest_queued_age_s": None if oldest is None else round(max(0.0, now - oldest), 3),
     }

@@ -3,37 +3,29 @@ and its ``UNDERWAY_*`` variable; ``--json`` prints the same shapes as the HTTP A
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import importlib
 import json
 import logging
-import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .app import App
-from .config import Settings, env_values, parse_field
+from .cli_batches import batch, queue, queues
+from .cli_state import CliState, console, parse_label, print_json, run
+from .config import Settings, parse_field
 from .events import Event
-from .exceptions import ConfigError, UnderwayError
+from .exceptions import ConfigError
 from .jobs import Job, Status
-from .sources import JobSource, ServerJobs
+from .sources import JobSource
 from .terminal import JobBars
 from .timefmt import to_iso
 from .worker import Worker
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)  # one line per error, also when stderr is a file
 
 #: Settings that the commands below take as flags (``--lease-timeout 30s``).
 WORKER_FIELDS = (
@@ -48,82 +40,6 @@ WORKER_FIELDS = (
     "sweep_interval",
     "retention",
 )
-
-
-@dataclasses.dataclass
-class CliState:
-    url: str | None
-    app_path: str | None
-    server: str | None = None
-
-    def overrides(self, **flags: Any) -> dict[str, Any]:
-        """The settings that flags and ``UNDERWAY_*`` variables set explicitly."""
-        given = {"url": self.url, "app": self.app_path, **flags}
-        return {**env_values(os.environ), **{k: v for k, v in given.items() if v is not None}}
-
-    def app(self, *, required: bool = False, **flags: Any) -> App:
-        """The App named by ``--app``, its own settings overridden by flags and variables."""
-        overrides = self.overrides(**flags)
-        path = overrides.get("app")
-        if path is None:
-            if required:
-                raise ConfigError(
-                    "this command runs tasks: name their App with --app module:attribute (or UNDERWAY_APP)"
-                )
-            return App(settings=Settings().replace(**overrides))
-        app = load_app(path)
-        app.settings = app.settings.replace(**overrides)
-        return app
-
-    @asynccontextmanager
-    async def jobs(self, *, tasks: bool = False) -> AsyncIterator[JobSource]:
-        """The jobs to read and change: through ``--server`` if given, else in the store.
-
-        ``tasks``: the App's tasks are needed (to submit to the store; a server has its own).
-        """
-        if self.server is not None:
-            from .client import AsyncClient
-
-            async with AsyncClient(self.server) as client:
-                yield ServerJobs(client)
-            return
-        app = self.app(required=tasks)
-        try:
-            yield app
-        finally:
-            await app.close()
-
-
-def load_app(path: str) -> App:
-    """Import ``module:attribute`` and return the App there."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"--app {path!r}: write module:attribute, e.g. myproject.jobs:app")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--app {path!r}: cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attribute, None)
-    if not isinstance(app, App):
-        raise ConfigError(f"--app {path!r}: {attribute!r} in {module_name} is not an underway.App")
-    return app
-
-
-def run(coro: Coroutine[Any, Any, T], *, serving: bool = False) -> T:
-    """Run a command's coroutine; a server runs on uvloop (``uvicorn.Config(loop=)`` only
-    applies to ``uvicorn.run()``, not to a server started inside a running loop)."""
-    try:
-        if serving:
-            import uvloop
-
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(coro)
-        return asyncio.run(coro)
-    except UnderwayError as exc:
-        errors.print(f"[red]error:[/] {escape(exc.message)}")
-        raise SystemExit(1) from None
 
 
 def settings_flags(*names: str) -> Callable[[F], F]:
@@ -154,10 +70,6 @@ def _parse(name: str, value: str) -> Any:
         raise click.BadParameter(exc.message) from None
 
 
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
 @click.group()
 @click.option("--url", default=None, help="store URL [UNDERWAY_URL; default sqlite:///underway.db]")
 @click.option("--app", "app_path", default=None, help="module:attribute of the App [UNDERWAY_APP]")
@@ -165,8 +77,8 @@ def print_json(value: Any) -> None:
     "--server",
     default=None,
     envvar="UNDERWAY_SERVER",
-    help="API of a running server (http://127.0.0.1:8000/api): the job commands go through it, "
-    "not the store [UNDERWAY_SERVER]",
+    help="API of a running server (http://127.0.0.1:8000/api): the job, batch and queue commands "
+    "go through it, not the store [UNDERWAY_SERVER]",
 )
 @click.option("-v", "--verbose", count=True, help="log more (-vv for debug)")
 @click.version_option(package_name="underway")
@@ -293,6 +205,9 @@ def demo(state: CliState, /, answer: str, once: bool, **flags: Any) -> None:
 @click.option("--delay", type=float, default=None, help="seconds to wait before it may run")
 @click.option("--max-attempts", type=int, default=None)
 @click.option("--timeout", type=float, default=None)
+@click.option(
+    "--idempotency-key", default=None, help="a second submit with this key gives the first job back"
+)
 @click.option("--watch", "follow", is_flag=True, help="show its progress until it ends")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -417,23 +332,32 @@ def show(state: CliState, job_id: str, with_events: bool, as_json: bool) -> None
 
 @main.command()
 @click.argument("job_ids", nargs=-1)
-@click.option("--all", "cancel_all", is_flag=True, help="cancel every unfinished job (of --queue)")
-@click.option("--queue", default=None)
+@click.option("--all", "cancel_all", is_flag=True, help="cancel every unfinished job (that matches)")
+@click.option("--queue", default=None, help="with --all: only the jobs of this queue")
+@click.option("--batch", "batch_id", default=None, help="with --all: only the items of this batch")
+@click.option("--label", default=None, metavar="KEY=VALUE", help="with --all: only the jobs with this label")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def cancel(
-    state: CliState, job_ids: tuple[str, ...], cancel_all: bool, queue: str | None, as_json: bool
+    state: CliState,
+    job_ids: tuple[str, ...],
+    cancel_all: bool,
+    queue: str | None,
+    batch_id: str | None,
+    label: str | None,
+    as_json: bool,
 ) -> None:
     """Cancel jobs: queued ones at once, running ones are asked to stop."""
     if bool(job_ids) == cancel_all:
-        raise click.UsageError("name the jobs to cancel, or pass --all (with --queue to limit it)")
-    if queue and not cancel_all:
-        raise click.UsageError("--queue goes with --all")
+        raise click.UsageError("name the jobs to cancel, or pass --all (with --queue, --batch or --label)")
+    if (queue or batch_id or label) and not cancel_all:
+        raise click.UsageError("--queue, --batch and --label go with --all")
+    label_pair = None if label is None else parse_label(label, "--label")
 
     async def go() -> list[Job] | int:
         async with state.jobs() as source:
             if cancel_all:
-                return await source.cancel_all(queue=queue)
+                return await source.cancel_all(queue=queue, batch=batch_id, label=label_pair)
             return [await source.cancel(job_id) for job_id in job_ids]
 
     outcome = run(go())
@@ -479,6 +403,10 @@ def _one_change(state: CliState, change: Callable[[JobSource], Coroutine[Any, An
 
     return run(go())
 
+
+main.add_command(batch)
+main.add_command(queues)
+main.add_command(queue)
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,12 @@
-"""Live progress bars in the terminal (rich), fed by job events."""
+"""Live progress bars in the terminal (rich): one per job, fed by job events (:class:`JobBars`),
+or one for a batch, fed by its views, with what its running items say below (:class:`BatchBar`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -15,7 +17,9 @@ from rich.progress import (
     TextColumn,
 )
 from rich.table import Column
+from rich.text import Text
 
+from .batches import BatchView, RunningItem
 from .events import Event, EventType
 from .jobs import Job, Status
 
@@ -24,6 +28,16 @@ _STATUS_STYLE = {
     "running": "cyan",
     "waiting": "yellow",
     "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+_BATCH_STYLE = {
+    "queued": "dim",
+    "running": "cyan",
+    "paused": "yellow",
+    "completed": "green",
+    "partial": "yellow",
     "failed": "red",
     "cancelled": "magenta",
 }
@@ -124,3 +138,75 @@ class JobBars:
     def _status_text(status: str) -> str:
         style = _STATUS_STYLE.get(status, "")
         return f"[{style}]{status}[/]"
+
+
+def batch_status_text(view: BatchView) -> str:
+    """``running``, ``partial · 3 failed``…: the status, and the items that did not succeed."""
+    style = _BATCH_STYLE.get(view.status, "")
+    text = f"[{style}]{view.status}[/]" if style else view.status
+    if view.cancelled and not view.terminal:
+        text = "[magenta]cancelling…[/]"
+    unlucky = [f"{view.counts.get(s, 0)} {s}" for s in ("failed", "cancelled") if view.counts.get(s, 0)]
+    return " · ".join([text, *unlucky])
+
+
+def running_item_text(item: RunningItem) -> str:
+    """``01abc…f3k2q · step 2/3 Parsing · 40/200 20%``: what one running item says now."""
+    data = item.progress or {}
+    parts = [f"[dim]{item.id}[/]"]
+    if data.get("message"):
+        step = f"step {data['step']}/{data['steps']} " if data.get("steps") else ""
+        parts.append(escape(f"{step}{data['message']}"))
+    if data.get("current") is not None:
+        total = f"/{data['total']:g}" if data.get("total") is not None else ""
+        percent = f" {data['percent']:.0f}%" if data.get("percent") is not None else ""
+        parts.append(f"{data['current']:g}{total}{percent}")
+    return " · ".join(parts)
+
+
+class _BatchProgress(Progress):
+    """A Progress that also shows the running items of the batch under its bar."""
+
+    running: Iterable[RunningItem] = ()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        for item in self.running:
+            yield Text.from_markup(f"  {running_item_text(item)}")
+
+
+class BatchBar:
+    """One bar for a batch: name, bar, items ended of total, rate, ETA, status; below it, what
+    each running item says now. Feed it with :meth:`update` as new views of the batch come."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.progress = _BatchProgress(
+            SpinnerColumn(finished_text="•"),
+            TextColumn("{task.description}", table_column=Column(width=34, no_wrap=True)),
+            BarColumn(bar_width=28),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}", table_column=Column(width=18, no_wrap=True)),
+            TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True)),
+            console=self.console,
+            transient=False,
+        )
+        self._bar: TaskID | None = None
+
+    def __enter__(self) -> BatchBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, view: BatchView) -> None:
+        speed = _rate_and_eta({"rate": view.rate, "eta_s": view.eta_s})
+        status = batch_status_text(view)
+        if self._bar is None:
+            name = f"{view.name or view.task.rsplit('.', 1)[-1]} {view.id[-6:]}"
+            self._bar = self.progress.add_task(escape(name), total=None, speed="", status="")
+        self.progress.update(self._bar, total=view.total, completed=view.done, speed=speed, status=status)
+        self.progress.running = view.running
+        if view.terminal:
+            self.progress.stop_task(self._bar)

@@ -53,6 +53,14 @@ def register(app: underway.App) -> underway.App:
         answer = await ctx.ask(question, options=["yes", "no"])
         return {"answer": answer}
 
+    @app.task(name="item")
+    async def item(ctx: underway.Context, n: int, fail_until: str | None = None) -> dict[str, int]:
+        """One item of a batch: squares ``n``; fails while the file ``fail_until`` does not exist."""
+        ctx.progress(1, 2, message=f"squaring {n}")
+        if fail_until is not None and not await anyio.Path(fail_until).exists():
+            raise ValueError(f"item {n} fails on purpose")
+        return {"n": n, "square": n * n}
+
     @app.task(name="boom")
     def boom(message: str = "boom") -> None:
         raise ValueError(message)

@@ -377,7 +377,7 @@ def test_delete_a_finished_job(client: Any) -> None:
 
 def test_tasks_workers_and_health(client: Any) -> None:
     tasks = {task["name"]: task for task in client.tasks()}
-    assert sorted(tasks) == ["add", "ask", "boom", "chatter", "hold"]
+    assert sorted(tasks) == ["add", "ask", "boom", "chatter", "hold", "item"]
     assert tasks["add"]["schema"]["required"] == ["a"]
     (worker,) = client.workers()
     assert worker["pid"] == os.getpid()

@@ -6,6 +6,7 @@ use relative ``sqlite:///`` paths), with a timeout; the assertions read what it 
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -357,3 +358,20 @@ def test_limits(tmp_path: Path) -> None:
         "after resume: receipt for order 7",
         "API calls started in any one second, at most: 5",
     ]
+
+
+@pytest.mark.slow
+def test_batches(tmp_path: Path) -> None:
+    out = lines_of(run_example("batches.py", tmp_path))
+    assert out == [
+        "submitted 20 items: queued",
+        "partial {'succeeded': 18, 'failed': 2}",  # img0.jpg and img10.jpg fail on attempt 1
+        "retried 2",
+        "completed {'succeeded': 20}",
+        "20 rows; img0.jpg succeeded 2 img0.jpg.320.jpg",
+    ]
+    with (tmp_path / "thumbnails.csv").open(newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["args.photo"] for row in rows] == [f"img{n}.jpg" for n in range(20)]
+    assert {row["status"] for row in rows} == {"succeeded"}
+    assert [row["attempt"] for row in rows if row["attempt"] != "1"] == ["2", "2"]

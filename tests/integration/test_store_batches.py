@@ -292,3 +292,9 @@ async def test_a_batch_is_pruned_with_its_last_job(store: Store) -> None:
         await finish(store, job, Status.SUCCEEDED)
     assert await store.prune(0.0) == 2
     assert await store.get_batch(batch.id) is None
+
+
+async def test_a_batch_whose_items_were_all_cancelled_is_cancelled(store: Store) -> None:
+    batch = await batch_of(store, 3)
+    await store.cancel(JobFilter(batch_id=batch.id))  # not through cancel_batch
+    assert (await store.get_batch(batch.id)).status == "cancelled"  # type: ignore[union-attr]

@@ -11,14 +11,24 @@ The twins share every piece that does no I/O (``_base``: each request as a ``Cal
 to read its answer, ``wait()`` as a plan of calls, the state of a ``watch()``); they differ only
 in how they send (``httpx.Client`` / ``httpx.AsyncClient``) and sleep.
 
-Errors come back as underway's own exceptions: 404 → :class:`~underway.JobNotFound`, 409 →
-:class:`~underway.InvalidTransition`, 422 → :class:`~underway.TaskNotFound` or
+Errors come back as underway's own exceptions: 404 → :class:`~underway.JobNotFound` or
+:class:`~underway.BatchNotFound`, 409 → :class:`~underway.InvalidTransition` or
+:class:`~underway.IdempotencyConflict`, 422 → :class:`~underway.TaskNotFound` or
 :class:`~underway.InvalidArguments`; anything else, and a server that cannot be reached, →
 :class:`~underway.ServerError` (with ``status`` and ``code``).
 """
 
 from ._async import AsyncClient
-from ._base import DEFAULT_BASE_URL, EventPage, JobPage, exception_for
+from ._base import DEFAULT_BASE_URL, BatchPage, EventPage, ExportFormat, JobPage, exception_for
 from ._sync import Client
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "Client", "EventPage", "JobPage", "exception_for"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AsyncClient",
+    "BatchPage",
+    "Client",
+    "EventPage",
+    "ExportFormat",
+    "JobPage",
+    "exception_for",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -13,15 +13,19 @@ import anyio
 import httpx
 from httpx_sse import EventSource, aconnect_sse
 
+from ..batches import BatchView
 from ..events import Event, EventType
 from ..jobs import Job, Status
 from ._base import (
+    BATCH_POLL_INTERVAL,
     DEFAULT_BASE_URL,
     RECONNECT_TIMEOUT,
     STREAM_ERRORS,
     BaseClient,
+    BatchPage,
     Call,
     EventPage,
+    ExportFormat,
     JobPage,
     Json,
     Stream,
@@ -85,6 +89,7 @@ class AsyncClient(BaseClient):
         max_attempts: int | None = None,
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Queue a job of ``task``: see :meth:`Client.submit`."""
         return await self._send(
@@ -98,6 +103,7 @@ class AsyncClient(BaseClient):
                 max_attempts=max_attempts,
                 timeout=timeout,
                 labels=labels,
+                idempotency_key=idempotency_key,
             )
         )
 
@@ -134,9 +140,17 @@ class AsyncClient(BaseClient):
         return await self._send(self._change_call(job_id, "cancel"))
 
     async def cancel_all(
-        self, *, queue: str | None = None, task: str | None = None, status: Iterable[Status | str] = ()
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: Iterable[Status | str] = (),
+        batch: str | None = None,
+        label: str | None = None,
     ) -> int:
-        return await self._send(self._cancel_all_call(queue=queue, task=task, status=status))
+        """Cancel every unfinished job that matches: see :meth:`Client.cancel_all`."""
+        call = self._cancel_all_call(queue=queue, task=task, status=status, batch=batch, label=label)
+        return await self._send(call)
 
     async def retry(self, job_id: str) -> Job:
         return await self._send(self._change_call(job_id, "retry"))
@@ -149,14 +163,118 @@ class AsyncClient(BaseClient):
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until the job ends and return it: see :meth:`Client.wait`."""
-        plan = self._wait_plan(job_id, timeout)
+        return await self._run(self._wait_plan(job_id, timeout))
+
+    async def _run(self, plan: Generator[Call[Any] | float, Any, T]) -> T:
+        """Drive a plan: send its calls, sleep its pauses."""
         answer: Any = None
         while True:
             try:
-                call = plan.send(answer)
+                step = plan.send(answer)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
-            answer = await self._send(call)
+            if isinstance(step, Call):
+                answer = await self._send(step)
+            else:
+                await anyio.sleep(step)
+                answer = None
+
+    # -- batches -------------------------------------------------------------------------------
+
+    async def submit_batch(
+        self,
+        task: str,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: float | datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> BatchView:
+        """Queue one job of ``task`` per item: see :meth:`Client.submit_batch`."""
+        call = self._submit_batch_call(
+            task,
+            items,
+            name=name,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            labels=labels,
+        )
+        return await self._send(call)
+
+    async def get_batch(self, batch_id: str) -> BatchView:
+        return await self._send(self._batch_call(batch_id))
+
+    async def list_batches(self, *, limit: int = 50, cursor: str | None = None) -> BatchPage:
+        return await self._send(self._list_batches_call(limit=limit, cursor=cursor))
+
+    async def batch_items(
+        self,
+        batch_id: str,
+        *,
+        status: Status | str | Iterable[Status | str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        return await self._send(self._batch_items_call(batch_id, status=status, limit=limit, cursor=cursor))
+
+    async def cancel_batch(self, batch_id: str) -> BatchView:
+        return await self._send(self._batch_call(batch_id, "cancel"))
+
+    async def pause_batch(self, batch_id: str) -> BatchView:
+        return await self._send(self._batch_call(batch_id, "pause"))
+
+    async def resume_batch(self, batch_id: str) -> BatchView:
+        return await self._send(self._batch_call(batch_id, "resume"))
+
+    async def retry_failed(self, batch_id: str) -> int:
+        return await self._send(self._retry_failed_call(batch_id))
+
+    async def wait_batch(
+        self, batch_id: str, timeout: float | None = None, *, interval: float = BATCH_POLL_INTERVAL
+    ) -> BatchView:
+        """Wait until every item of the batch has ended: see :meth:`Client.wait_batch`."""
+        return await self._run(self._wait_batch_plan(batch_id, timeout, interval))
+
+    async def export(self, batch_id: str, format: ExportFormat = "json") -> AsyncGenerator[str, None]:
+        """The batch's items as text chunks, streamed: see :meth:`Client.export`.
+
+        To stop early, close it: ``async with contextlib.aclosing(client.export(id)) as chunks:``.
+        """
+        call = self._export_call(batch_id, format)
+        try:
+            async with self._http.stream(
+                call.method, call.path, params=call.params, timeout=self._request_timeout(call)
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise self.error_for(response, None)
+                async for chunk in response.aiter_text():
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    # -- queues and the service ----------------------------------------------------------------
+
+    async def queues(self) -> builtins.list[Json]:
+        return await self._send(self._service_call("/queues", "queues"))
+
+    async def pause_queue(self, name: str) -> Json:
+        return await self._send(self._queue_call(name, "pause"))
+
+    async def resume_queue(self, name: str) -> Json:
+        return await self._send(self._queue_call(name, "resume"))
+
+    async def limit_queue(self, name: str, concurrency: int | None) -> Json:
+        return await self._send(self._queue_call(name, "limit", concurrency))
 
     async def tasks(self) -> builtins.list[Json]:
         return await self._send(self._service_call("/tasks", "tasks"))

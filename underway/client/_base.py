@@ -2,6 +2,10 @@
 :class:`~underway.AsyncClient`: each request as a :class:`Call` (what to send, how to read the
 answer), error bodies mapped back to underway's exceptions, ``wait()`` as a plan of calls, and
 the state of one ``watch()`` (:class:`Stream`: what to yield, when to reconnect, when to give up).
+
+A plan (``wait()``, ``wait_batch()``) is a generator that yields what to do next, a :class:`Call`
+to send or a number of seconds to sleep, and receives the answers; each twin drives it with its
+own I/O.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent
 
+from ..batches import BatchView
 from ..events import Event, EventType
 from ..exceptions import (
+    BatchNotFound,
+    IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
     JobNotFound,
@@ -33,6 +40,8 @@ from ..timefmt import to_iso
 T = TypeVar("T")
 Json = dict[str, Any]
 Params = list[tuple[str, str | int | float | bool | None]]
+#: The formats of a batch's export.
+ExportFormat = Literal["json", "ndjson", "csv"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/api"
 #: Seconds one long poll of ``wait()`` lasts (the server allows up to 60; proxies often cut at 60).
@@ -43,6 +52,8 @@ STREAM_READ_TIMEOUT = 45.0
 RECONNECT_TIMEOUT = 60.0
 FIRST_RECONNECT_DELAY = 0.1
 MAX_RECONNECT_DELAY = 5.0
+#: Seconds between two reads of a batch in ``wait_batch()``.
+BATCH_POLL_INTERVAL = 0.5
 #: Answers to a (re)connection of a stream that mean "try again later".
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -53,6 +64,13 @@ class JobPage(NamedTuple):
     """One page of ``list()``: pass ``next_cursor`` as ``cursor=`` for the next (older) one."""
 
     jobs: list[Job]
+    next_cursor: str | None
+
+
+class BatchPage(NamedTuple):
+    """One page of ``list_batches()``: pass ``next_cursor`` as ``cursor=`` for the next (older) one."""
+
+    batches: list[BatchView]
     next_cursor: str | None
 
 
@@ -102,26 +120,13 @@ class BaseClient:
         task: str,
         args: Mapping[str, Any] | None,
         *,
-        queue: str | None,
-        priority: int | None,
-        delay: float | None,
-        run_at: float | datetime | None,
-        max_attempts: int | None,
-        timeout: float | None,
-        labels: Mapping[str, str] | None,
+        idempotency_key: str | None = None,
+        **options: Any,
     ) -> Call[Job]:
-        if isinstance(run_at, datetime):
-            run_at = run_at.timestamp()  # a naive datetime is local time, as everywhere in Python
-        options = {
-            "queue": queue,
-            "priority": priority,
-            "delay": delay,
-            "run_at": to_iso(run_at),
-            "max_attempts": max_attempts,
-            "timeout": timeout,
-            "labels": None if labels is None else dict(labels),
-        }
-        body = {"task": task, "args": dict(args or {})} | {k: v for k, v in options.items() if v is not None}
+        """``options``: see :func:`submit_options`."""
+        body = {"task": task, "args": dict(args or {})} | submit_options(**options)
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
         return Call(method="POST", path="/jobs", body=body, parse=Job.from_dict)
 
     def _get_call(self, job_id: str) -> Call[Job]:
@@ -174,17 +179,95 @@ class BaseClient:
         return self._change_call(job_id, "answer", body)
 
     def _cancel_all_call(
-        self, *, queue: str | None, task: str | None, status: Iterable[Status | str]
+        self,
+        *,
+        queue: str | None,
+        task: str | None,
+        status: Iterable[Status | str],
+        batch: str | None = None,
+        label: str | None = None,
     ) -> Call[int]:
         body: Json = {"status": [str(s) for s in status]}
-        if queue is not None:
-            body["queue"] = queue
-        if task is not None:
-            body["task"] = task
+        for name, value in (("queue", queue), ("task", task), ("batch", batch), ("label", label)):
+            if value is not None:
+                body[name] = value
         return Call(method="POST", path="/jobs/cancel", body=body, parse=lambda data: int(data["cancelled"]))
 
     def _delete_call(self, job_id: str) -> Call[None]:
         return Call(method="DELETE", path=_job_path(job_id), job_id=job_id, parse=lambda _: None)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _submit_batch_call(
+        self, task: str, items: Iterable[Mapping[str, Any]], *, name: str | None, **options: Any
+    ) -> Call[BatchView]:
+        """``options``: see :func:`submit_options`."""
+        body: Json = {"task": task, "items": [dict(item) for item in items]}
+        if name is not None:
+            body["name"] = name
+        body |= submit_options(**options)
+        return Call(method="POST", path="/batches", body=body, parse=BatchView.from_dict)
+
+    def _batch_call(self, batch_id: str, action: str | None = None) -> Call[BatchView]:
+        """Read the batch (no ``action``), or ``cancel``, ``pause`` or ``resume`` it."""
+        method = "GET" if action is None else "POST"
+        return Call(method=method, path=_batch_path(batch_id, action), parse=BatchView.from_dict)
+
+    def _list_batches_call(self, *, limit: int, cursor: str | None) -> Call[BatchPage]:
+        params: Params = [("limit", limit)]
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        return Call(method="GET", path="/batches", params=params, parse=_batch_page)
+
+    def _batch_items_call(
+        self,
+        batch_id: str,
+        *,
+        status: Status | str | Iterable[Status | str] | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Call[JobPage]:
+        statuses = [status] if isinstance(status, str) else list(status or ())
+        params: Params = [("status", str(s)) for s in statuses]
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        params.append(("limit", limit))
+        return Call(method="GET", path=_batch_path(batch_id, "items"), params=params, parse=_job_page)
+
+    def _retry_failed_call(self, batch_id: str) -> Call[int]:
+        path = _batch_path(batch_id, "retry-failed")
+        return Call(method="POST", path=path, parse=lambda data: int(data["retried"]))
+
+    def _export_call(self, batch_id: str, format: str) -> Call[None]:
+        """The request of ``export()``: its answer is streamed by the twins, not parsed."""
+        path = _batch_path(batch_id, "results")
+        return Call(method="GET", path=path, params=[("format", format)], parse=lambda _: None)
+
+    def _wait_batch_plan(
+        self, batch_id: str, timeout: float | None, interval: float
+    ) -> Generator[Call[Any] | float, Any, BatchView]:
+        """The steps of ``wait_batch()``: read the batch every ``interval`` seconds until it ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        batch: BatchView = yield self._batch_call(batch_id)
+        while not batch.terminal:
+            pause = interval if deadline is None else min(interval, deadline - time.monotonic())
+            if pause <= 0:
+                raise TimeoutError(
+                    f"batch {batch_id} did not end within {timeout:g} s "
+                    f"(it is {batch.status}, {batch.done} of {batch.total} items done)"
+                )
+            yield pause
+            batch = yield self._batch_call(batch_id)
+        return batch
+
+    # -- queues --------------------------------------------------------------------------------
+
+    def _queue_call(self, name: str, action: str, concurrency: int | None = None) -> Call[Json]:
+        """``pause``, ``resume`` or ``limit`` (to ``concurrency``) one queue."""
+        path = f"/queues/{quote(name, safe='')}/{action}"
+        if action == "limit":
+            return Call(method="PUT", path=path, body={"concurrency": concurrency}, parse=dict)
+        return Call(method="POST", path=path, parse=dict)
 
     def _service_call(self, path: str, key: str) -> Call[list[Json]]:
         """``/tasks`` or ``/workers``: the list under ``key``."""
@@ -296,6 +379,11 @@ def exception_for(status: int, error: Mapping[str, Any], job_id: str | None = No
     if status == 404 and code == JobNotFound.code:
         known = details.get("id") if isinstance(details, dict) else None
         return JobNotFound(job_id or str(known))
+    if status == 404 and code == BatchNotFound.code:
+        known = details.get("batch_id") if isinstance(details, dict) else None
+        return BatchNotFound(str(known))
+    if status == 409 and code == IdempotencyConflict.code:
+        return IdempotencyConflict(message, details=details)
     if status == 409:
         return InvalidTransition(message, details=details)
     if status == 422 and code == TaskNotFound.code:
@@ -310,6 +398,43 @@ def _job_path(job_id: str, action: str | None = None) -> str:
     return path if action is None else f"{path}/{action}"
 
 
+def _batch_path(batch_id: str, action: str | None = None) -> str:
+    path = f"/batches/{quote(batch_id, safe='')}"
+    return path if action is None else f"{path}/{action}"
+
+
+def submit_options(
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    delay: float | None = None,
+    run_at: float | datetime | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Json:
+    """The options of a submission (of a job or a batch) as the API takes them, unset ones left out.
+
+    ``run_at`` is epoch seconds or a ``datetime`` (a naive one is local time, as everywhere in Python).
+    """
+    if isinstance(run_at, datetime):
+        run_at = run_at.timestamp()
+    options = {
+        "queue": queue,
+        "priority": priority,
+        "delay": delay,
+        "run_at": to_iso(run_at),
+        "max_attempts": max_attempts,
+        "timeout": timeout,
+        "labels": None if labels is None else dict(labels),
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _batch_page(data: Json) -> BatchPage:
+    return BatchPage([BatchView.from_dict(batch) for batch in data["batches"]], data.get("next_cursor"))
+
+
 def _job_page(data: Json) -> JobPage:
     return JobPage([Job.from_dict(job) for job in data["jobs"]], data.get("next_cursor"))
 
@@ -319,15 +444,23 @@ def _event_page(data: Json) -> EventPage:
     return EventPage(events, int(data["next_after"]), Status(data["status"]))
 
 
-def run_plan(plan: Generator[Call[Any], Any, T], send: Callable[[Call[Any]], Any]) -> T:
-    """Drive a plan of calls with a blocking ``send``."""
+def run_plan(
+    plan: Generator[Call[Any] | float, Any, T],
+    send: Callable[[Call[Any]], Any],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Drive a plan with a blocking ``send`` (a number it yields is seconds to ``sleep``)."""
     answer: Any = None
     while True:
         try:
-            call = plan.send(answer)
+            step = plan.send(answer)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        answer = send(call)
+        if isinstance(step, Call):
+            answer = send(step)
+        else:
+            sleep(step)
+            answer = None
 
 
 class Stream:

@@ -12,15 +12,19 @@ from typing import Any, TypeVar
 import httpx
 from httpx_sse import EventSource, connect_sse
 
+from ..batches import BatchView
 from ..events import Event, EventType
 from ..jobs import Job, Status
 from ._base import (
+    BATCH_POLL_INTERVAL,
     DEFAULT_BASE_URL,
     RECONNECT_TIMEOUT,
     STREAM_ERRORS,
     BaseClient,
+    BatchPage,
     Call,
     EventPage,
+    ExportFormat,
     JobPage,
     Json,
     Stream,
@@ -88,10 +92,13 @@ class Client(BaseClient):
         max_attempts: int | None = None,
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Queue a job of ``task``; the server validates ``args`` against the task's schema.
 
-        ``run_at`` is a time (epoch seconds or a ``datetime``), ``delay`` seconds from now.
+        ``run_at`` is a time (epoch seconds or a ``datetime``), ``delay`` seconds from now. A
+        second submission with the same ``idempotency_key`` returns the first job (or raises
+        ``IdempotencyConflict`` if its arguments differ).
         """
         return self._send(
             self._submit_call(
@@ -104,6 +111,7 @@ class Client(BaseClient):
                 max_attempts=max_attempts,
                 timeout=timeout,
                 labels=labels,
+                idempotency_key=idempotency_key,
             )
         )
 
@@ -146,10 +154,18 @@ class Client(BaseClient):
         return self._send(self._change_call(job_id, "cancel"))
 
     def cancel_all(
-        self, *, queue: str | None = None, task: str | None = None, status: Iterable[Status | str] = ()
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: Iterable[Status | str] = (),
+        batch: str | None = None,
+        label: str | None = None,
     ) -> int:
-        """Cancel every unfinished job that matches; return how many."""
-        return self._send(self._cancel_all_call(queue=queue, task=task, status=status))
+        """Cancel every unfinished job that matches (``batch`` is a batch id, ``label`` is
+        ``"key:value"``); return how many."""
+        call = self._cancel_all_call(queue=queue, task=task, status=status, batch=batch, label=label)
+        return self._send(call)
 
     def retry(self, job_id: str) -> Job:
         """Run a finished job again (same id; its events go on)."""
@@ -166,6 +182,117 @@ class Client(BaseClient):
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait (by long polls) until the job ends and return it; ``TimeoutError`` after ``timeout`` s."""
         return run_plan(self._wait_plan(job_id, timeout), self._send)
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def submit_batch(
+        self,
+        task: str,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: float | datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> BatchView:
+        """Queue one job of ``task`` per item (each item is its arguments), all or none.
+
+        The options apply to every item. A wrong item raises ``InvalidArguments`` whose
+        ``details["item"]`` is its index; nothing is stored then.
+        """
+        call = self._submit_batch_call(
+            task,
+            items,
+            name=name,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            labels=labels,
+        )
+        return self._send(call)
+
+    def get_batch(self, batch_id: str) -> BatchView:
+        """The batch: counts per status, percent, rate, ETA, and its running items' progress."""
+        return self._send(self._batch_call(batch_id))
+
+    def list_batches(self, *, limit: int = 50, cursor: str | None = None) -> BatchPage:
+        """One page of batches, newest first; pass ``next_cursor`` back as ``cursor`` for older ones."""
+        return self._send(self._list_batches_call(limit=limit, cursor=cursor))
+
+    def batch_items(
+        self,
+        batch_id: str,
+        *,
+        status: Status | str | Iterable[Status | str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of the batch's jobs, newest first (of ``status``, if given)."""
+        return self._send(self._batch_items_call(batch_id, status=status, limit=limit, cursor=cursor))
+
+    def cancel_batch(self, batch_id: str) -> BatchView:
+        """Cancel the batch's queued items at once and ask its running ones to stop."""
+        return self._send(self._batch_call(batch_id, "cancel"))
+
+    def pause_batch(self, batch_id: str) -> BatchView:
+        """Start no more of the batch's items; running ones go on."""
+        return self._send(self._batch_call(batch_id, "pause"))
+
+    def resume_batch(self, batch_id: str) -> BatchView:
+        return self._send(self._batch_call(batch_id, "resume"))
+
+    def retry_failed(self, batch_id: str) -> int:
+        """Run the batch's failed and cancelled items again; return how many."""
+        return self._send(self._retry_failed_call(batch_id))
+
+    def wait_batch(
+        self, batch_id: str, timeout: float | None = None, *, interval: float = BATCH_POLL_INTERVAL
+    ) -> BatchView:
+        """Read the batch every ``interval`` seconds until every item has ended, and return it;
+        ``TimeoutError`` after ``timeout`` seconds."""
+        return run_plan(self._wait_batch_plan(batch_id, timeout, interval), self._send)
+
+    def export(self, batch_id: str, format: ExportFormat = "json") -> Iterator[str]:
+        """The batch's items (arguments, status, result or error) in submission order, as text
+        chunks of ``json``, ``ndjson`` or ``csv``, streamed as the server writes them.
+
+        The request is made when iteration starts; break out of the loop to stop it.
+        """
+        call = self._export_call(batch_id, format)
+        try:
+            with self._http.stream(
+                call.method, call.path, params=call.params, timeout=self._request_timeout(call)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise self.error_for(response, None)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    # -- queues and the service ----------------------------------------------------------------
+
+    def queues(self) -> builtins.list[Json]:
+        """Every queue: depth, running, waiting, throughput of the last minute, oldest wait, controls."""
+        return self._send(self._service_call("/queues", "queues"))
+
+    def pause_queue(self, name: str) -> Json:
+        """Start none of the queue's jobs, on any worker; running ones go on. Returns the queue."""
+        return self._send(self._queue_call(name, "pause"))
+
+    def resume_queue(self, name: str) -> Json:
+        return self._send(self._queue_call(name, "resume"))
+
+    def limit_queue(self, name: str, concurrency: int | None) -> Json:
+        """Run at most ``concurrency`` of the queue's jobs at once over all workers (``None``: no limit)."""
+        return self._send(self._queue_call(name, "limit", concurrency))
 
     def tasks(self) -> builtins.list[Json]:
         """The server's registered tasks, each with the JSON schema of its arguments."""

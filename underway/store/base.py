@@ -91,7 +91,7 @@ class Batch:
         if self.total and self.done == self.total:
             if self.count(Status.SUCCEEDED) == self.total:
                 return "completed"
-            if self.cancelled:
+            if self.cancelled or self.count(Status.CANCELLED) == self.total:
                 return "cancelled"
             return "failed" if self.count(Status.SUCCEEDED) == 0 else "partial"
         if self.paused and not self.cancelled:
