@@ -353,23 +353,29 @@ class PostgresStore:
 
     def _finish(self, tx: _Tx) -> None:
         """The end of every write: the events, under the feed lock, and the notification."""
-        if tx.events:
+        if not tx.events:
+            return
+        tx.changed = True
+        notify = {"channel": self._channel, "payload": self._origin}
+        if len(tx.events) >= COPY_FROM:
             tx.conn.execute(Q["feed_lock"], {"key": self._feed_key})
-            if len(tx.events) >= COPY_FROM:
-                _copy_events(tx)
-            else:
-                tx.conn.execute(
-                    Q["insert_events"],
-                    {
-                        "now": tx.now,
-                        "job_ids": [job_id for job_id, _, _ in tx.events],
-                        "seqs": [seq for _, seq, _ in tx.events],
-                        "types": [event.type.value for _, _, event in tx.events],
-                        "data": [dumps(event.data) for _, _, event in tx.events],
-                    },
-                )
-            tx.conn.execute(Q["notify"], {"channel": self._channel, "payload": self._origin})
-            tx.changed = True
+            _copy_events(tx)
+            tx.conn.execute(Q["notify"], notify)
+            return
+        # One round trip: the lock is held for as short a time as the insert and the commit.
+        with tx.conn.pipeline():
+            tx.conn.execute(Q["feed_lock"], {"key": self._feed_key})
+            tx.conn.execute(
+                Q["insert_events"],
+                {
+                    "now": tx.now,
+                    "job_ids": [job_id for job_id, _, _ in tx.events],
+                    "seqs": [seq for _, seq, _ in tx.events],
+                    "types": [event.type.value for _, _, event in tx.events],
+                    "data": [dumps(event.data) for _, _, event in tx.events],
+                },
+            )
+            tx.conn.execute(Q["notify"], notify)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` again when it failed in a way that left nothing written: a deadlock
@@ -778,8 +784,7 @@ def _by_idempotency_keys(tx: _Tx, keyed: dict[str, NewJob]) -> dict[str | None, 
 def _claim(
     tx: _Tx, now: float, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
 ) -> list[Job]:
-    controls = tx.all(Q["queue_controls"])
-    usage, skip_queues, skip_keys = _usage(tx, now, controls)
+    usage, skip_queues, skip_keys = _usage(tx, now)
     # No overscan here, unlike on SQLite: a row locked and then passed over would be skipped by
     # concurrent claims until this one commits. Keys already at their limit are passed over in
     # the query; a key that fills up within this claim holds the rest back until the next one.
@@ -798,7 +803,7 @@ def _claim(
         keys = {f"key:{c.limit_key}" for c in candidates if c.limit_key is not None}
         keys |= {f"queue:{c.queue}" for c in candidates if c.queue in usage.queue_limits}
         tx.all(Q["limit_lock"], {"keys": [_lock_key("limit", key) for key in keys]})
-        usage, _, _ = _usage(tx, now, tx.all(Q["queue_controls"]))
+        usage, _, _ = _usage(tx, now)
         candidates = choose(candidates, limit, usage)
         rated = [c for c in candidates if c.rate_count is not None]
         if rated:
@@ -826,13 +831,17 @@ def _claim(
     return jobs
 
 
-def _usage(tx: _Tx, now: float, controls: list[dict[str, Any]]) -> tuple[Usage, list[str], list[str]]:
-    return usage_of(
-        controls,
-        tx.all(Q["running_by_key"]),
-        tx.all(Q["started_by_key"], {"now": now}),
-        tx.all(Q["running_by_queue"]) if any(row["concurrency"] for row in controls) else [],
-    )
+def _usage(tx: _Tx, now: float) -> tuple[Usage, list[str], list[str]]:
+    """What limits a claim now (see :func:`~.rows.usage_of`), read in one round trip."""
+    with tx.conn.pipeline():
+        cursors = [
+            tx.conn.execute(Q["queue_controls"]),
+            tx.conn.execute(Q["running_by_key"]),
+            tx.conn.execute(Q["started_by_key"], {"now": now}),
+            tx.conn.execute(Q["running_by_queue"]),
+        ]
+    controls, by_key, started, by_queue = (cursor.fetchall() for cursor in cursors)
+    return usage_of(controls, by_key, started, by_queue)
 
 
 def _heartbeat(
