@@ -126,6 +126,13 @@ def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
                 await asyncio.sleep(0)
         return count
 
+    @app.task(name="item")
+    async def item(text: str, fail: bool = False) -> dict[str, Any]:
+        """A batch item: fails when told to, else returns its text (commas, quotes, any script)."""
+        if fail:
+            raise ValueError(f"item {text!r} failed, as asked")
+        return {"text": text, "length": len(text)}
+
     @app.task(name="other.echo", queue="other")
     async def other_echo(value: int = 0) -> int:
         """Lives on the ``other`` queue."""

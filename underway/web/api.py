@@ -24,6 +24,7 @@ from ..config import Settings
 from ..jobs import Status
 from ..store import JobFilter
 from ..tasks import SubmitOptions
+from .batches import add_batch_routes, add_queue_routes
 from .errors import ErrorRoute, Unauthenticated
 from .metrics import Metrics
 from .models import (
@@ -40,6 +41,7 @@ from .models import (
     WorkerList,
     statuses,
 )
+from .sse import StreamSet
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No job with that id"},
@@ -71,6 +73,8 @@ class API:
         self.authenticate = authenticate
         self.open_websockets = 0
         self._stopping: asyncio.Event | None = None
+        #: The open SSE responses, ended together by :meth:`stop_streams`.
+        self.sse_streams = StreamSet()
         self._stopping_loop: asyncio.AbstractEventLoop | None = None
         API.instances.add(self)
         route_class = type("Route", (ErrorRoute,), {"body_limit": self.settings.max_body_size})
@@ -79,6 +83,8 @@ class API:
         )
         self.metrics = Metrics(self)
         add_job_routes(self)
+        add_batch_routes(self)
+        add_queue_routes(self)
         add_service_routes(self)
         from .streams import add_stream_routes
         from .ws import add_websocket_route
@@ -106,10 +112,12 @@ class API:
         """End every open SSE stream and long poll now, and any opened later (call it on the
         loop that serves the API). A WebSocket is closed by the server itself (1012)."""
         self.stopping.set()
+        self.sse_streams.stop()
 
     @asynccontextmanager
     async def lifespan(self, _server: FastAPI | None = None) -> AsyncIterator[None]:
         self._stopping = None  # streams of a new run of the server are not stopped
+        self.sse_streams.restart()
         _ = self.stopping
         await self.app.open()
         try:
@@ -149,6 +157,7 @@ def add_job_routes(api: API) -> None:
             max_attempts=body.max_attempts,
             timeout=body.timeout,
             labels=body.labels,
+            idempotency_key=body.idempotency_key,
         )
         job = await app.submit(body.task, body.args, options=options)
         api.metrics.submitted(job)
@@ -179,7 +188,14 @@ def add_job_routes(api: API) -> None:
     @router.post("/jobs/cancel", response_model=CancelCount, tags=["jobs"])
     async def cancel_jobs(body: CancelRequest) -> dict[str, int]:
         """Cancel every unfinished job that matches (queued at once, running ones asked to stop)."""
-        count = await app.cancel_all(queue=body.queue, task=body.task, status=body.status)
+        key, _, value = (body.label or "").partition(":")
+        count = await app.cancel_all(
+            queue=body.queue,
+            task=body.task,
+            status=body.status,
+            batch=body.batch,
+            label=(key, value) if body.label else None,
+        )
         return {"cancelled": count}
 
     @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"])

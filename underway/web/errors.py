@@ -17,7 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
 from ..exceptions import (
+    BatchNotFound,
     ConfigError,
+    IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
     JobNotFound,
@@ -28,7 +30,9 @@ from ..exceptions import (
 
 STATUS_OF: dict[type[UnderwayError], int] = {
     JobNotFound: 404,
+    BatchNotFound: 404,
     InvalidTransition: 409,
+    IdempotencyConflict: 409,
     TaskNotFound: 422,
     InvalidArguments: 422,
     ConfigError: 400,

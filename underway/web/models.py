@@ -59,6 +59,12 @@ class SubmitRequest(StrictModel):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
     labels: dict[str, str] | None = None
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a second submit with this key returns the first job (409 if its arguments differ)",
+    )
 
     model_config = ConfigDict(
         extra="forbid", strict=True, json_schema_extra={"examples": [{"task": "crawl"}]}
@@ -74,6 +80,8 @@ class CancelRequest(StrictModel):
     status: list[StatusName] = Field(default_factory=list)
     queue: str | None = None
     task: str | None = None
+    batch: str | None = Field(default=None, description="a batch id")
+    label: str | None = Field(default=None, pattern=r"^[^:]+:.*$", description="key:value")
 
 
 class ErrorDetail(BaseModel):
@@ -113,6 +121,9 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     last_seq: int
+    batch_id: str | None = Field(default=None, description="the batch the job belongs to")
+    limit_key: str | None = Field(default=None, description="its key for its task's per-key limit")
+    idempotency_key: str | None = Field(default=None, description="the idempotency key it was submitted with")
 
 
 class JobList(BaseModel):

@@ -7,6 +7,7 @@ same process and event loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,6 +84,15 @@ class Server(uvicorn.Server):
     one ends them at once, cleanly; clients reconnect and resume (``Last-Event-ID``).
     """
 
+    def __init__(self, config: uvicorn.Config, *, freeze_heap: bool = False) -> None:
+        super().__init__(config)
+        self.freeze_heap = freeze_heap
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.freeze_heap and self.started:
+            freeze_heap()
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         stop_streams()
         await super().shutdown(sockets)
@@ -105,4 +115,25 @@ def uvicorn_config(server: FastAPI, settings: Settings) -> uvicorn.Config:
 
 async def serve(server: FastAPI, settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT (uvicorn installs the handlers)."""
-    await Server(uvicorn_config(server, settings)).serve()
+    await Server(uvicorn_config(server, settings), freeze_heap=True).serve()
+
+
+#: The collector's thresholds for ``underway server`` (Python's default: 700, 10, 10). A young
+#: collection every 700 allocations moves the waits of thousands of streams, alive for just
+#: one event, into the oldest generation, and a full collection follows every 25 % of growth
+#: there. Collecting the young generations ~70x less often promotes far fewer of them.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def freeze_heap() -> None:
+    """Take what the process built up to now (modules, the app, routes, pydantic models) out of
+    the garbage collector's sight, once, after startup.
+
+    A full collection walks every tracked object: with thousands of open streams it stops the
+    server for a noticeable time, and the ~half a million objects of startup, which live as
+    long as the process, only make that longer. Only a process that owns its heap should do
+    this (``underway server``), not an app mounted into someone else's server.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

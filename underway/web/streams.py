@@ -4,35 +4,36 @@ Every stream reads history from the store and then goes live from the process's 
 thousand open streams cost one feed query per change, not a thousand. Per-job streams are
 resumable by ``seq`` (``Last-Event-ID`` or ``?after=``); multiplexed streams start with a
 ``snapshot`` and start over with a fresh one after a reconnect.
+
+The SSE responses are :class:`~.sse.EventStream` over the frame sources below; each event's
+frame is encoded once per process (:mod:`.wire`) and shared by every stream that sends it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
 from fastapi import Header, Query, Response
-from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Message, Receive, Scope, Send
 
 from ..bus import Overflow, Subscription
-from ..events import Event, EventType
+from ..events import Event, EventType, dumps
 from ..exceptions import InvalidArguments
+from ..jobs import Job
 from ..store import JobFilter
-from .errors import error_response
 from .models import ErrorOut, EventList
+from .sse import EventStream, FrameSource, frame
+from .wire import encoded
 
 if TYPE_CHECKING:
     from .api import API
 
-SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Content-Encoding": "identity"}
 SNAPSHOT_LIMIT = 500
+#: Events read from the store at a time when a stream replays history.
+HISTORY_PAGE = 1000
 SHUTTING_DOWN: dict[str, Any] = {"model": ErrorOut, "description": "The server is shutting down"}
 
 
@@ -46,37 +47,22 @@ def add_stream_routes(api: API) -> None:
         wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a first event")] = 0,
         types: Annotated[str | None, Query(description="comma-separated event types")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    ) -> JSONResponse:
+    ) -> Response:
         """Events after ``after``; with ``wait``, a long poll that answers as soon as one arrives."""
         wanted = _types(types)
         await app.open()
-        job = await app.get(job_id)
         api.metrics.streams.labels("long_poll").inc()
         try:
-            with await app.bus().subscribe(job_id) as subscription:
-                events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
-                deadline = time.monotonic() + wait
-                while not events and not job.terminal and time.monotonic() < deadline:
-                    try:
-                        event = await _next_event(subscription, api.stopping, deadline - time.monotonic())
-                    except Overflow:
-                        event = None
-                    except _Stopping:
-                        break
-                    if event is not None and event.seq <= after:
-                        continue
-                    events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
-                    job = await app.get(job_id)
-                    if event is None:
-                        break
+            # The job is read after the events, so its status is at least as new as they are.
+            events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+            job = await app.get(job_id)
+            if not events and wait > 0 and not job.terminal:
+                events, job = await _long_poll(api, job_id, after, wait, limit, wanted)
         finally:
             api.metrics.streams.labels("long_poll").dec()
-        if events:
-            job = await app.get(job_id)
         next_after = events[-1].seq if events else after
-        return JSONResponse(
-            {"events": [e.to_dict() for e in events], "next_after": next_after, "status": job.status.value}
-        )
+        body = ",".join(encoded(e).json for e in events)
+        return _RawJSON(f'{{"events":[{body}],"next_after":{next_after},"status":"{job.status.value}"}}')
 
     @router.get(
         "/jobs/{job_id}/stream",
@@ -105,7 +91,7 @@ def add_stream_routes(api: API) -> None:
             return Response(status_code=204)
         # A resume point past the last event (another store's numbering, a made-up id) would
         # skip every event to come, the end too: go on from the last one instead.
-        return _sse(api, _job_stream(api, job_id, min(start, job.last_seq)), "sse")
+        return _sse(api, _JobFrames(api, job_id, min(start, job.last_seq)))
 
     @router.get(
         "/stream",
@@ -124,7 +110,39 @@ def add_stream_routes(api: API) -> None:
         """
         ids = frozenset(j for j in (jobs or "").split(",") if j)
         await app.open()
-        return _sse(api, _many_stream(api, ids, queue), "sse")
+        return _sse(api, _ManyFrames(api, _Filter(api, ids, queue)))
+
+
+async def _long_poll(
+    api: API, job_id: str, after: int, wait: float, limit: int, wanted: tuple[str, ...]
+) -> tuple[list[Event], Job]:
+    """Wait up to ``wait`` seconds for events after ``after``; the events and the job then."""
+    app = api.app
+    events: list[Event] = []
+    with await app.bus().subscribe(job_id) as subscription:
+        # Read again now that the subscription is there: an event committed since the first
+        # read would otherwise be missed.
+        events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+        deadline = time.monotonic() + wait
+        while not events and time.monotonic() < deadline:
+            try:
+                event = await _next_event(subscription, api.stopping, deadline - time.monotonic())
+            except Overflow:
+                event = None
+            except _Stopping:
+                break
+            if event is None:
+                events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+                break
+            if event.seq > after and (not wanted or event.type.value in wanted):
+                events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+            if event.ends_job:
+                break
+    return events, await app.get(job_id)
+
+
+class _RawJSON(Response):
+    media_type = "application/json"
 
 
 class _Stopping(Exception):
@@ -166,89 +184,132 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
     return after or 0
 
 
-def _sse(api: API, events: AsyncIterator[ServerSentEvent], transport: str) -> EventSourceResponse:
-    async def counted() -> AsyncIterator[ServerSentEvent]:
-        api.metrics.streams.labels(transport).inc()
-        try:
-            yield ServerSentEvent(comment="underway", retry=int(api.settings.sse_retry * 1000))
-            async for event in events:
-                yield event
-        finally:
-            api.metrics.streams.labels(transport).dec()
-
-    return _EventStream(
-        counted(),
-        stopping=api.stopping,
-        headers=SSE_HEADERS,
-        ping=api.settings.sse_ping_interval,
-        send_timeout=api.settings.sse_send_timeout,
+def _sse(api: API, source: FrameSource) -> EventStream:
+    settings = api.settings
+    return EventStream(
+        source,
+        streams=api.sse_streams,
+        ping_interval=settings.sse_ping_interval,
+        send_timeout=settings.sse_send_timeout,
+        retry=settings.sse_retry,
     )
 
 
-class _EventStream(EventSourceResponse):
-    """sse-starlette's response, which also ends, cleanly, when the API stops its streams.
+class _Frames:
+    """What the SSE responses of this module stream (a :class:`~.sse.FrameSource`): counted in
+    the ``underway_open_streams`` metric from creation to :meth:`close`."""
 
-    sse-starlette ends streams on SIGTERM only by finding uvicorn's signal handler, which is not
-    there when uvicorn runs in a thread or is stopped with ``should_exit``; uvicorn then waits
-    its whole graceful-shutdown timeout for the streams and cancels them with errors.
+    __slots__ = ("_api", "_counted", "_subscription")
+
+    def __init__(self, api: API) -> None:
+        self._api = api
+        self._subscription: Subscription | None = None
+        api.metrics.streams.labels("sse").inc()
+        self._counted = True
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._counted:
+            self._counted = False
+            self._api.metrics.streams.labels("sse").dec()
+
+
+class _JobFrames(_Frames):
+    """One job's stream: its events after ``start`` from the store, then live, then ``end``.
+
+    Several events that are ready together go out as one chunk. A live subscriber that fell
+    behind (``Overflow``) reads what it missed from the store, like a fresh one.
     """
 
-    def __init__(self, *args: Any, stopping: asyncio.Event, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stopping = stopping
+    __slots__ = ("_ended", "_job_id", "_last", "_last_event", "_replay")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._stopping.is_set():  # a request that came in as the server began to stop
-            refused = error_response(503, "shutting_down", "the server is shutting down: reconnect")
-            refused.headers["Retry-After"] = "1"
-            await refused(scope, receive, send)
-            return
-        started = ended = stopped = False
+    def __init__(self, api: API, job_id: str, start: int) -> None:
+        super().__init__(api)
+        self._job_id = job_id
+        self._last = start
+        self._last_event: Event | None = None
+        self._replay = True
+        self._ended = False
 
-        async def tracked(message: Message) -> None:
-            nonlocal started, ended
-            if message["type"] == "http.response.start":
-                started = True
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                ended = True
-            await send(message)
+    async def next(self, timeout: float) -> bytes | None:
+        if self._ended:
+            return None
+        if self._subscription is None:  # subscribe first, then read: nothing falls in between
+            self._subscription = await self._api.app.bus().subscribe(self._job_id)
+        if self._replay:
+            return await self._read_history()
+        try:
+            event = await self._subscription.get(timeout)
+        except Overflow:
+            return await self._read_history()
+        chunks: list[bytes] = []
+        while event is not None and not self._ended:
+            self._add(chunks, event, ends=event.ends_job)
+            try:
+                event = self._subscription.get_nowait()
+            except Overflow:
+                self._replay = True
+                break
+        return b"".join(chunks)
 
-        async with anyio.create_task_group() as group:
+    async def _read_history(self) -> bytes:
+        store = self._api.app.store
+        events = await store.events(self._job_id, after=self._last, limit=HISTORY_PAGE)
+        complete = len(events) < HISTORY_PAGE
+        self._replay = not complete
+        chunks: list[bytes] = []
+        for event in events:
+            # A terminal status ends the stream only as the last event: a manual retry may follow.
+            self._add(chunks, event, ends=complete and event.ends_job and event is events[-1])
+        if complete and not events and self._last_event is not None and self._last_event.ends_job:
+            self._add_end(chunks)  # the end fell exactly at the end of a full page
+        return b"".join(chunks)
 
-            async def stop_when_told() -> None:
-                nonlocal stopped
-                await self._stopping.wait()
-                stopped = True
-                group.cancel_scope.cancel()
+    def _add(self, chunks: list[bytes], event: Event, *, ends: bool) -> None:
+        if event.seq <= self._last:
+            return  # a live copy of an event already read from the store
+        self._last, self._last_event = event.seq, event
+        chunks.append(encoded(event).sse)
+        if ends:
+            self._add_end(chunks)
 
-            group.start_soon(stop_when_told)
-            await super().__call__(scope, receive, tracked)
-            group.cancel_scope.cancel()
-        if stopped and started and not ended:
-            # End the chunked body: the client reconnects (to another server) and resumes.
-            with anyio.move_on_after(1):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _frame(event: Event) -> ServerSentEvent:
-    return ServerSentEvent(data=event.to_json(), event=event.type.value, id=str(event.seq))
-
-
-async def _job_stream(api: API, job_id: str, start: int) -> AsyncIterator[ServerSentEvent]:
-    last: Event | None = None
-    async for event in api.app.watch(job_id, after=start):
-        last = event
-        yield _frame(event)
-    status = last.data["status"] if last is not None and last.type is EventType.STATUS else None
-    yield ServerSentEvent(data=json.dumps({"job_id": job_id, "status": status}), event="end")
+    def _add_end(self, chunks: list[bytes]) -> None:
+        last = self._last_event
+        status = last.data["status"] if last is not None and last.type is EventType.STATUS else None
+        chunks.append(frame(dumps({"job_id": self._job_id, "status": status}), event="end"))
+        self._ended = True
 
 
-async def _many_stream(api: API, ids: frozenset[str], queue: str | None) -> AsyncIterator[ServerSentEvent]:
-    async for item in follow_many(api, ids, queue):
-        if isinstance(item, Event):
-            yield ServerSentEvent(data=item.to_json(), event=item.type.value)
-        else:
-            yield ServerSentEvent(data=json.dumps(item, separators=(",", ":")), event="snapshot")
+class _ManyFrames(_Frames):
+    """A multiplexed stream: a ``snapshot``, then the live events the filter wants; a fresh
+    snapshot whenever the subscriber fell behind."""
+
+    __slots__ = ("_filter", "_snapshot_due")
+
+    def __init__(self, api: API, wanted: _Filter) -> None:
+        super().__init__(api)
+        self._filter = wanted
+        self._snapshot_due = True
+
+    async def next(self, timeout: float) -> bytes | None:
+        if self._subscription is None:
+            self._subscription = await self._api.app.bus().subscribe(None)
+        chunks: list[bytes] = []
+        if not self._snapshot_due:
+            try:
+                event = await self._subscription.get(timeout)
+                while event is not None:
+                    if await self._filter.wants(event):
+                        chunks.append(encoded(event).sse_without_id)
+                    event = self._subscription.get_nowait()
+            except Overflow:
+                self._snapshot_due = True
+        if self._snapshot_due:
+            self._snapshot_due = False
+            found = await self._filter.snapshot()
+            chunks.append(frame(dumps(found), event="snapshot"))
+        return b"".join(chunks)
 
 
 async def follow_many(
@@ -256,41 +317,51 @@ async def follow_many(
 ) -> AsyncIterator[Event | dict[str, Any]]:
     """A snapshot (``{"jobs": [...]}``), then every event of the matching jobs; a fresh
     snapshot whenever the subscriber fell behind."""
-    queues = _QueueOf(api)
+    wanted = _Filter(api, ids, queue)
     with await api.app.bus().subscribe(None) as subscription:
-        yield await snapshot(api, ids, queue)
+        yield await wanted.snapshot()
         while True:
             try:
                 event = await subscription.get()
             except Overflow:
-                yield await snapshot(api, ids, queue)
+                yield await wanted.snapshot()
                 continue
-            if event is None or (ids and event.job_id not in ids):
-                continue
-            if queue is not None and await queues.of(event.job_id) != queue:
-                continue
-            yield event
+            if event is not None and await wanted.wants(event):
+                yield event
 
 
-async def snapshot(api: API, ids: frozenset[str], queue: str | None) -> dict[str, Any]:
-    store = api.app.store
-    if ids:
-        found = [await store.get(job_id) for job_id in sorted(ids)]
-        jobs = [job for job in found if job is not None]
-    else:
-        jobs = await store.list_jobs(JobFilter(queue=queue), limit=SNAPSHOT_LIMIT)
-    return {"jobs": [job.to_dict() for job in jobs]}
+class _Filter:
+    """The jobs a multiplexed stream follows: some ids, one queue, or all of them.
 
+    The queue of each job seen is looked up once (the last ``size`` are remembered).
+    """
 
-class _QueueOf:
-    """The queue of each job seen on a multiplexed stream, looked up once."""
+    __slots__ = ("_api", "_ids", "_known", "_queue", "_size")
 
-    def __init__(self, api: API, size: int = 10_000) -> None:
+    def __init__(self, api: API, ids: frozenset[str], queue: str | None, size: int = 10_000) -> None:
         self._api = api
+        self._ids = ids
+        self._queue = queue
         self._size = size
-        self._known: OrderedDict[str, str | None] = OrderedDict()
+        self._known: OrderedDict[str, str | None] | None = None
 
-    async def of(self, job_id: str) -> str | None:
+    async def wants(self, event: Event) -> bool:
+        if self._ids and event.job_id not in self._ids:
+            return False
+        return self._queue is None or await self._queue_of(event.job_id) == self._queue
+
+    async def snapshot(self) -> dict[str, Any]:
+        store = self._api.app.store
+        if self._ids:
+            found = [await store.get(job_id) for job_id in sorted(self._ids)]
+            jobs = [job for job in found if job is not None]
+        else:
+            jobs = await store.list_jobs(JobFilter(queue=self._queue), limit=SNAPSHOT_LIMIT)
+        return {"jobs": [job.to_dict() for job in jobs]}
+
+    async def _queue_of(self, job_id: str) -> str | None:
+        if self._known is None:
+            self._known = OrderedDict()
         if job_id in self._known:
             return self._known[job_id]
         job = await self._api.app.store.get(job_id)

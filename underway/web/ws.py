@@ -15,11 +15,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from starlette.routing import WebSocketRoute
 
 from ..events import Event, EventType
 from ..exceptions import InvalidArguments, UnderwayError
-from ..jobs import Job
+from .sse import send_within
 from .streams import follow_many
+from .wire import encoded
 
 if TYPE_CHECKING:
     from .api import API
@@ -31,12 +33,20 @@ CLOSE_TOO_BIG = 1009
 
 
 def add_websocket_route(api: API) -> None:
-    @api.router.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
         await Session(api, ws).run()
 
+    # A plain Starlette route, not ``@router.websocket``: FastAPI's dependency machinery (an
+    # exit stack and the solved values, ~3 KB) would live as long as each connection, and the
+    # WebSocket has no dependencies (it authenticates itself once accepted, to close with 4401).
+    api.router.routes.append(WebSocketRoute("/ws", websocket, name="websocket"))
+
 
 class Session:
+    """One WebSocket connection: its subscriptions (a task each) and its serialized sends."""
+
+    __slots__ = ("_next_sub", "_send_lock", "api", "subscriptions", "ws")
+
     def __init__(self, api: API, ws: WebSocket) -> None:
         self.api = api
         self.ws = ws
@@ -126,7 +136,9 @@ class Session:
             if not isinstance(job_id, str) or not isinstance(after, int) or after < 0:
                 raise InvalidArguments('subscribe to a job with {"job": "<id>", "after": <seq ≥ 0>}')
             job = await self.api.app.get(job_id)
-            pump = self._pump_job(sub, job, min(after, job.last_seq))  # see stream_job
+            # The pump keeps what it needs, not the job (its arguments, result… for hours).
+            ended = job.terminal and after >= job.last_seq  # nothing is left to send but the end
+            pump = self._pump_job(sub, job_id, min(after, job.last_seq), job.status.value if ended else None)
         else:
             pump = self._pump_many(sub, request)
         self.subscriptions[sub] = asyncio.create_task(pump, name=f"underway-ws-sub-{sub}")
@@ -151,14 +163,15 @@ class Session:
 
     # -- pushing -------------------------------------------------------------------------------
 
-    async def _pump_job(self, sub: str, job: Job, after: int) -> None:
-        job_id = job.id
-        status: str | None = job.status.value
-        if not (job.terminal and after >= job.last_seq):  # else nothing is left to send but the end
+    async def _pump_job(self, sub: str, job_id: str, after: int, ended_as: str | None) -> None:
+        """Push the job's events after ``after``, then its end; only the end if it already
+        ended (as ``ended_as``)."""
+        status = ended_as
+        if ended_as is None:
             last: Event | None = None
             async for event in self.api.app.watch(job_id, after=after):
                 last = event
-                await self.send({"sub": sub, "event": event.to_dict()})
+                await self._push(sub, event)
             status = last.data["status"] if last is not None and last.type is EventType.STATUS else None
         await self.send({"sub": sub, "end": {"job_id": job_id, "status": status}})
         self.subscriptions.pop(sub, None)
@@ -168,17 +181,22 @@ class Session:
         queue = request.get("queue")
         async for item in follow_many(self.api, frozenset(map(str, jobs)), queue):
             if isinstance(item, Event):
-                await self.send({"sub": sub, "event": item.to_dict()})
+                await self._push(sub, item)
             else:
                 await self.send({"sub": sub, "snapshot": item})
 
+    async def _push(self, sub: str, event: Event) -> None:
+        # The event's JSON is encoded once per process (wire.py), not once per subscriber;
+        # ``sub`` is a number we made, so it needs no escaping.
+        await self.send_text(f'{{"sub":"{sub}","event":{encoded(event).json}}}')
+
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(json.dumps(message))
+
+    async def send_text(self, text: str) -> None:
         async with self._send_lock:
             try:
-                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes as the send
-                # completes, and an unsubscribed or closed pump would then live on.
-                async with asyncio.timeout(self.api.settings.sse_send_timeout):
-                    await self.ws.send_text(json.dumps(message))
+                await send_within(self.ws.send_text(text), self.api.settings.sse_send_timeout)
             except TimeoutError:
                 with contextlib.suppress(Exception):
                     await self.ws.close(1008, "too slow to read")

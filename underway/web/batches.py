@@ -1,0 +1,323 @@
+"""Batches and queues over HTTP: submit, watch, act on and export batches; pause and limit queues."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Query
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ..app import MAX_BATCH
+from ..batches import BatchView
+from ..bus import Overflow, Subscription
+from ..events import Event, EventType, dumps
+from ..exports import WRITERS
+from ..tasks import SubmitOptions
+from .models import IsoDatetime, JobList, StatusName, StrictModel, statuses
+from .sse import EventStream, frame
+
+if TYPE_CHECKING:
+    from .api import API
+
+RESULT_TYPES = {
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+}
+
+
+class BatchRequest(StrictModel):
+    task: str = Field(min_length=1, max_length=200, description="name of a registered task")
+    items: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BATCH, description="the arguments of each item: one job per item"
+    )
+    name: str | None = Field(default=None, max_length=200)
+    queue: str | None = Field(default=None, min_length=1, max_length=100)
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    run_at: IsoDatetime | None = None
+    delay: float | None = Field(default=None, ge=0, le=366 * 86400)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
+    labels: dict[str, str] | None = None
+
+
+class RunningItemOut(BaseModel):
+    id: str
+    progress: dict[str, Any] | None
+
+
+class BatchOut(BaseModel):
+    id: str
+    name: str | None
+    task: str
+    queue: str
+    owner: str | None
+    labels: dict[str, str]
+    total: int
+    status: Literal["queued", "running", "paused", "completed", "partial", "failed", "cancelled"]
+    counts: dict[str, int] = Field(description="items per status")
+    percent: float = Field(description="items ended, in percent")
+    rate: float | None = Field(description="items ended per second since the first one started")
+    eta_s: float | None = Field(description="seconds until every item has ended, at that rate")
+    paused: bool
+    cancelled: bool
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    running: list[RunningItemOut] = Field(description="some running items and their progress")
+
+
+class BatchList(BaseModel):
+    batches: list[BatchOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= to get the next (older) page")
+
+
+class RetryCount(BaseModel):
+    retried: int
+    batch: BatchOut
+
+
+class QueueOut(BaseModel):
+    name: str
+    paused: bool
+    concurrency: int | None = Field(description="most jobs of the queue running at once, over all workers")
+    depth: int = Field(description="queued jobs")
+    running: int
+    waiting: int
+    counts: dict[str, int]
+    throughput_1m: int = Field(description="jobs that ended in the last minute")
+    oldest_queued_age_s: float | None = Field(description="how long the longest-waiting due job has waited")
+
+
+class QueueList(BaseModel):
+    queues: list[QueueOut]
+
+
+class QueueLimit(StrictModel):
+    concurrency: int | None = Field(ge=1, le=1_000_000, description="null: no limit")
+
+
+def add_batch_routes(api: API) -> None:
+    router, app = api.router, api.app
+
+    async def view(batch_id: str) -> JSONResponse:
+        return JSONResponse((await app.batch_view(batch_id)).to_dict())
+
+    @router.post("/batches", status_code=201, response_model=BatchOut, tags=["batches"])
+    async def submit_batch(body: BatchRequest) -> JSONResponse:
+        """Validate every item against the task's schema, then store one job per item at once."""
+        options = SubmitOptions(
+            queue=body.queue,
+            priority=body.priority,
+            delay=body.delay,
+            run_at=None if body.run_at is None else body.run_at.timestamp(),
+            max_attempts=body.max_attempts,
+            timeout=body.timeout,
+            labels=body.labels,
+        )
+        batch = await app.submit_batch(body.task, body.items, name=body.name, options=options)
+        return JSONResponse(BatchView.of(batch).to_dict(), status_code=201)
+
+    @router.get("/batches", response_model=BatchList, tags=["batches"])
+    async def list_batches(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None
+    ) -> JSONResponse:
+        """Batches, newest first; follow ``next_cursor`` for older ones."""
+        batches = await app.list_batches(limit=limit, before=cursor)
+        return JSONResponse(
+            {
+                "batches": [BatchView.of(batch).to_dict() for batch in batches],
+                "next_cursor": batches[-1].id if len(batches) == limit else None,
+            }
+        )
+
+    @router.get("/batches/{batch_id}", response_model=BatchOut, tags=["batches"])
+    async def get_batch(batch_id: str) -> JSONResponse:
+        """Counts per status, percent, rate, ETA, and what the running items are doing now."""
+        return await view(batch_id)
+
+    @router.get("/batches/{batch_id}/items", response_model=JobList, tags=["batches"])
+    async def batch_items(
+        batch_id: str,
+        status: Annotated[list[StatusName] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> JSONResponse:
+        """The batch's jobs, newest first, optionally of some statuses."""
+        jobs = await app.batch_items(batch_id, status=statuses(status or []), limit=limit, before=cursor)
+        next_cursor = jobs[-1].id if len(jobs) == limit else None
+        return JSONResponse({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor})
+
+    @router.get(
+        "/batches/{batch_id}/results",
+        response_class=StreamingResponse,
+        responses={200: {"content": {kind: {} for kind in RESULT_TYPES.values()}}},
+        tags=["batches"],
+    )
+    async def batch_results(
+        batch_id: str, format: Literal["json", "ndjson", "csv"] = "json"
+    ) -> StreamingResponse:
+        """Every item in submission order: its arguments, status, and result or error, streamed."""
+        await app.get_batch(batch_id)  # a 404 before the stream starts
+        writer = WRITERS[format]
+        filename = f"batch-{batch_id}.{format}"
+        return StreamingResponse(
+            writer(app.batch_results(batch_id)),
+            media_type=RESULT_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    @router.post("/batches/{batch_id}/cancel", response_model=BatchOut, tags=["batches"])
+    async def cancel_batch(batch_id: str) -> JSONResponse:
+        """Cancel the queued items at once; ask the running ones to stop."""
+        await app.cancel_batch(batch_id)
+        return await view(batch_id)
+
+    @router.post("/batches/{batch_id}/pause", response_model=BatchOut, tags=["batches"])
+    async def pause_batch(batch_id: str) -> JSONResponse:
+        """Start no more of its items; running ones go on."""
+        await app.pause_batch(batch_id)
+        return await view(batch_id)
+
+    @router.post("/batches/{batch_id}/resume", response_model=BatchOut, tags=["batches"])
+    async def resume_batch(batch_id: str) -> JSONResponse:
+        await app.resume_batch(batch_id)
+        return await view(batch_id)
+
+    @router.post("/batches/{batch_id}/retry-failed", response_model=RetryCount, tags=["batches"])
+    async def retry_failed(batch_id: str) -> JSONResponse:
+        """Run the failed and cancelled items again (same ids; their events go on)."""
+        retried = await app.retry_failed(batch_id)
+        return JSONResponse({"retried": retried, "batch": (await app.batch_view(batch_id)).to_dict()})
+
+    @router.get(
+        "/batches/{batch_id}/stream",
+        response_class=EventStream,
+        responses={200: {"content": {"text/event-stream": {}}}},
+        tags=["batches"],
+    )
+    async def batch_stream(batch_id: str) -> EventStream:
+        """The batch as Server-Sent Events: ``snapshot`` (the batch), then ``batch`` events with
+        its counts and the items that changed, at most one per 0.25 s however fast its items
+        go, then ``end`` when every item has ended."""
+        await app.get_batch(batch_id)
+        settings = api.settings
+        return EventStream(
+            _BatchFrames(api, batch_id),
+            streams=api.sse_streams,
+            ping_interval=settings.sse_ping_interval,
+            send_timeout=settings.sse_send_timeout,
+            retry=settings.sse_retry,
+        )
+
+
+#: A batch stream sends at most one ``batch`` event per this many seconds.
+BATCH_EVENT_INTERVAL = 0.25
+#: A ``batch`` event names at most this many changed items (the counts cover the rest).
+CHANGED_SHOWN = 100
+
+
+class _BatchFrames:
+    """A batch's stream (a :class:`~.sse.FrameSource`): the events of its items, from the bus,
+    folded into one ``batch`` frame per interval: the batch read again from the store (counts,
+    rate, ETA, running items) and the latest state of the items that changed."""
+
+    __slots__ = ("_api", "_batch_id", "_changed", "_due", "_ended", "_members", "_subscription")
+
+    def __init__(self, api: API, batch_id: str) -> None:
+        self._api = api
+        self._batch_id = batch_id
+        self._subscription: Subscription | None = None
+        self._members: frozenset[str] = frozenset()
+        self._changed: dict[str, dict[str, Any]] = {}
+        self._due: float | None = None  # when the pending changes go out
+        self._ended = False
+
+    async def next(self, timeout: float) -> bytes | None:
+        if self._ended:
+            return None
+        if self._subscription is None:
+            self._subscription = await self._api.app.bus().subscribe(None)
+            self._members = await self._item_ids()
+            return await self._emit("snapshot")
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            until = deadline if self._due is None else min(deadline, self._due)
+            try:
+                event = await self._subscription.get(max(0.0, until - now))
+                while event is not None:
+                    self._note(event)
+                    event = self._subscription.get_nowait()
+            except Overflow:  # the counts come from the store anyway; some item details are lost
+                self._due = self._due or time.monotonic()
+            now = time.monotonic()
+            if self._due is not None and now >= self._due:
+                return await self._emit("batch")
+            if now >= deadline:
+                return b""
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+    def _note(self, event: Event) -> None:
+        if event.job_id not in self._members:
+            return
+        item = self._changed.setdefault(event.job_id, {"id": event.job_id})
+        if event.type is EventType.STATUS:
+            item["status"] = event.data["status"]
+        elif event.type is EventType.PROGRESS:
+            item["progress"] = event.data
+        if self._due is None:
+            self._due = time.monotonic() + BATCH_EVENT_INTERVAL
+
+    async def _emit(self, kind: str) -> bytes:
+        view = await self._api.app.batch_view(self._batch_id)
+        changed = list(self._changed.values())[-CHANGED_SHOWN:]
+        self._changed.clear()
+        self._due = None
+        body = {"batch": view.to_dict(), "items": changed} if kind == "batch" else view.to_dict()
+        frames = [frame(dumps(body), event=kind)]
+        if view.terminal:
+            self._ended = True
+            frames.append(frame(dumps(view.to_dict()), event="end"))
+        return b"".join(frames)
+
+    async def _item_ids(self) -> frozenset[str]:
+        ids: list[str] = []
+        async for job in self._api.app.batch_results(self._batch_id, page=2000):
+            ids.append(job.id)
+        return frozenset(ids)
+
+
+def add_queue_routes(api: API) -> None:
+    router, app = api.router, api.app
+
+    async def queue(name: str) -> dict[str, Any]:
+        return await app.queue_record(name)
+
+    @router.get("/queues", response_model=QueueList, tags=["queues"])
+    async def list_queues() -> dict[str, Any]:
+        """Every queue: depth, running, waiting, throughput in the last minute, oldest wait, controls."""
+        return {"queues": await app.queue_records()}
+
+    @router.post("/queues/{name}/pause", response_model=QueueOut, tags=["queues"])
+    async def pause_queue(name: str) -> dict[str, Any]:
+        """Start none of the queue's jobs on any worker; running ones go on."""
+        await app.pause_queue(name)
+        return await queue(name)
+
+    @router.post("/queues/{name}/resume", response_model=QueueOut, tags=["queues"])
+    async def resume_queue(name: str) -> dict[str, Any]:
+        await app.resume_queue(name)
+        return await queue(name)
+
+    @router.put("/queues/{name}/limit", response_model=QueueOut, tags=["queues"])
+    async def limit_queue(name: str, body: QueueLimit) -> dict[str, Any]:
+        """Run at most ``concurrency`` of the queue's jobs at once over all workers."""
+        await app.limit_queue(name, body.concurrency)
+        return await queue(name)
