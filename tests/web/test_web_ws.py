@@ -380,3 +380,25 @@ def test_subscribe_after_beyond_the_last_event_still_ends(live: LiveServer) -> N
         pushes = ws.end_of(sub)
     assert [p["event"]["data"]["status"] for p in pushes[:-1]] == ["succeeded"]
     assert pushes[-1]["end"]["status"] == "succeeded"
+
+
+def test_a_batch_subscription_pushes_a_snapshot_coalesced_updates_and_the_end(live: LiveServer) -> None:
+    made = live.client().post(
+        "/batches", json={"task": "hold", "items": [{"gate": "ws-batch"} for _ in range(6)]}
+    )
+    batch_id = made.json()["id"]
+    with Socket(live) as ws:
+        sub = ok(ws.request("subscribe", batch=batch_id))["sub"]
+        snapshot = ws.push(lambda m: m.get("sub") == sub and "snapshot" in m)["snapshot"]
+        assert (snapshot["id"], snapshot["total"]) == (batch_id, 6)
+        live.gates.open("ws-batch")
+        end = ws.push(lambda m: m.get("sub") == sub and "end" in m)["end"]
+        assert end["status"] == "completed"
+        assert end["counts"]["succeeded"] == 6
+        updates = [p["batch"] for p in ws.pushes if p.get("sub") == sub and "batch" in p]
+        assert all(u["batch"]["id"] == batch_id for u in updates)
+        assert [u["batch"]["counts"]["succeeded"] for u in updates] == sorted(
+            u["batch"]["counts"]["succeeded"] for u in updates
+        )
+        assert error_of(ws.request("subscribe", batch="nope"))["code"] == "batch_not_found"
+        assert error_of(ws.request("subscribe", batch=5))["code"] == "invalid_arguments"

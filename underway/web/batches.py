@@ -220,10 +220,11 @@ BATCH_EVENT_INTERVAL = 0.25
 CHANGED_SHOWN = 100
 
 
-class _BatchFrames:
-    """A batch's stream (a :class:`~.sse.FrameSource`): the events of its items, from the bus,
-    folded into one ``batch`` frame per interval: the batch read again from the store (counts,
-    rate, ETA, running items) and the latest state of the items that changed."""
+class BatchFollower:
+    """A batch's changes as they happen: the events of its items, from the bus, folded into one
+    update per interval: the batch read again from the store (counts, rate, ETA, running items)
+    and the latest state of the items that changed. Shared by the SSE stream and the WebSocket.
+    """
 
     __slots__ = ("_api", "_batch_id", "_changed", "_due", "_ended", "_members", "_subscription")
 
@@ -236,13 +237,16 @@ class _BatchFrames:
         self._due: float | None = None  # when the pending changes go out
         self._ended = False
 
-    async def next(self, timeout: float) -> bytes | None:
+    async def next(self, timeout: float) -> list[tuple[str, dict[str, Any]]] | None:
+        """The next updates, as ``(kind, body)``: ``snapshot`` first, then ``batch``, then
+        ``end`` once every item has ended; ``[]`` after ``timeout`` without any; ``None`` after
+        the end."""
         if self._ended:
             return None
         if self._subscription is None:
             self._subscription = await self._api.app.bus().subscribe(None)
             self._members = await self._item_ids()
-            return await self._emit("snapshot")
+            return await self._update("snapshot")
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
@@ -256,9 +260,9 @@ class _BatchFrames:
                 self._due = self._due or time.monotonic()
             now = time.monotonic()
             if self._due is not None and now >= self._due:
-                return await self._emit("batch")
+                return await self._update("batch")
             if now >= deadline:
-                return b""
+                return []
 
     def close(self) -> None:
         if self._subscription is not None:
@@ -275,23 +279,43 @@ class _BatchFrames:
         if self._due is None:
             self._due = time.monotonic() + BATCH_EVENT_INTERVAL
 
-    async def _emit(self, kind: str) -> bytes:
-        view = await self._api.app.batch_view(self._batch_id)
+    async def _update(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        view = (await self._api.app.batch_view(self._batch_id)).to_dict()
         changed = list(self._changed.values())[-CHANGED_SHOWN:]
         self._changed.clear()
         self._due = None
-        body = {"batch": view.to_dict(), "items": changed} if kind == "batch" else view.to_dict()
-        frames = [frame(dumps(body), event=kind)]
-        if view.terminal:
+        updates = [(kind, {"batch": view, "items": changed} if kind == "batch" else view)]
+        if view["status"] in TERMINAL_BATCH:
             self._ended = True
-            frames.append(frame(dumps(view.to_dict()), event="end"))
-        return b"".join(frames)
+            updates.append(("end", view))
+        return updates
 
     async def _item_ids(self) -> frozenset[str]:
         ids: list[str] = []
         async for job in self._api.app.batch_results(self._batch_id, page=2000):
             ids.append(job.id)
         return frozenset(ids)
+
+
+TERMINAL_BATCH = frozenset({"completed", "partial", "failed", "cancelled"})
+
+
+class _BatchFrames:
+    """A batch's SSE stream (a :class:`~.sse.FrameSource`) of a :class:`BatchFollower`."""
+
+    __slots__ = ("_follower",)
+
+    def __init__(self, api: API, batch_id: str) -> None:
+        self._follower = BatchFollower(api, batch_id)
+
+    async def next(self, timeout: float) -> bytes | None:
+        updates = await self._follower.next(timeout)
+        if updates is None:
+            return None
+        return b"".join(frame(dumps(body), event=kind) for kind, body in updates)
+
+    def close(self) -> None:
+        self._follower.close()
 
 
 def add_queue_routes(api: API) -> None:

@@ -1,9 +1,12 @@
-"""The WebSocket endpoint: subscriptions to jobs, queues or everything, plus cancel and answer.
+"""The WebSocket endpoint: subscriptions to jobs, batches, queues or everything, plus cancel and
+answer.
 
 Client messages are ``{"id", "op", ...}``; every one gets a reply ``{"reply": id, "ok": true|false,
 "sub"?, "error"?}``; subscriptions push ``{"sub": n, "event": {...}}`` (after a ``{"sub": n,
 "snapshot": {...}}`` for queue and multi-job ones) and ``{"sub": n, "end": {...}}`` when a
-watched job ends. Close codes: 4401 unauthenticated, 4403 origin not allowed, 4429 too many
+watched job ends. A batch subscription pushes ``snapshot`` (the batch), ``batch`` (``{"batch",
+"items"}``, at most one per 0.25 s) and ``end``, as the batch's SSE stream does. Close codes:
+4401 unauthenticated, 4403 origin not allowed, 4429 too many
 connections, 1009 message too big.
 """
 
@@ -19,6 +22,7 @@ from starlette.routing import WebSocketRoute
 
 from ..events import Event, EventType
 from ..exceptions import InvalidArguments, UnderwayError
+from .batches import BatchFollower
 from .sse import send_within
 from .streams import follow_many
 from .wire import encoded
@@ -139,6 +143,12 @@ class Session:
             # The pump keeps what it needs, not the job (its arguments, result… for hours).
             ended = job.terminal and after >= job.last_seq  # nothing is left to send but the end
             pump = self._pump_job(sub, job_id, min(after, job.last_seq), job.status.value if ended else None)
+        elif request.get("batch") is not None:
+            batch_id = request["batch"]
+            if not isinstance(batch_id, str):
+                raise InvalidArguments('subscribe to a batch with {"batch": "<id>"}')
+            await self.api.app.get_batch(batch_id)
+            pump = self._pump_batch(sub, batch_id)
         else:
             pump = self._pump_many(sub, request)
         self.subscriptions[sub] = asyncio.create_task(pump, name=f"underway-ws-sub-{sub}")
@@ -184,6 +194,17 @@ class Session:
                 await self._push(sub, item)
             else:
                 await self.send({"sub": sub, "snapshot": item})
+
+    async def _pump_batch(self, sub: str, batch_id: str) -> None:
+        """Push the batch's ``snapshot``, then its coalesced ``batch`` updates, then its ``end``."""
+        follower = BatchFollower(self.api, batch_id)
+        try:
+            while (updates := await follower.next(60.0)) is not None:
+                for kind, body in updates:
+                    await self.send({"sub": sub, kind: body})
+        finally:
+            follower.close()
+        self.subscriptions.pop(sub, None)
 
     async def _push(self, sub: str, event: Event) -> None:
         # The event's JSON is encoded once per process (wire.py), not once per subscriber;
