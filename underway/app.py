@@ -236,26 +236,7 @@ class App:
         """The job a submission would store (validated; nothing stored yet)."""
         task = self.get_task(task) if isinstance(task, str) else task
         run_at = _checked_run_at(options)
-        valid = task.validate(args)
-        limits = task.limits
-        return NewJob(
-            id=new_job_id(),
-            queue=options.queue or task.queue,
-            task=task.name,
-            args=valid,
-            priority=task.priority if options.priority is None else options.priority,
-            run_at=run_at,
-            max_attempts=options.max_attempts or task.retry.max_attempts,
-            timeout=options.timeout or task.timeout,
-            owner=options.owner,
-            labels=dict(options.labels or {}),
-            batch_id=batch_id,
-            limit_key=limits.key_of(task.name, valid),
-            limit_concurrency=limits.concurrency,
-            rate_count=None if limits.rate is None else limits.rate.count,
-            rate_per=None if limits.rate is None else limits.rate.per,
-            idempotency_key=options.idempotency_key,
-        )
+        return _new_job(task, new_job_id(), task.validate(args), options, run_at, batch_id)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -423,26 +404,8 @@ class App:
                         f"item {index}: {exc.message}", details={"item": index, "error": exc.details}
                     ) from None
             return jobs
-        limits = task.limits
-        labels = options.labels or {}
         return [
-            NewJob(
-                id=job_id,
-                queue=options.queue or task.queue,
-                task=task.name,
-                args=args,
-                priority=task.priority if options.priority is None else options.priority,
-                run_at=run_at,
-                max_attempts=options.max_attempts or task.retry.max_attempts,
-                timeout=options.timeout or task.timeout,
-                owner=options.owner,
-                labels=dict(labels),
-                batch_id=batch_id,
-                limit_key=limits.key_of(task.name, args),
-                limit_concurrency=limits.concurrency,
-                rate_count=None if limits.rate is None else limits.rate.count,
-                rate_per=None if limits.rate is None else limits.rate.per,
-            )
+            _new_job(task, job_id, args, options, run_at, batch_id)
             for job_id, args in zip(new_job_ids(len(valid)), valid, strict=True)
         ]
 
@@ -607,6 +570,36 @@ class App:
         if portal is not None:
             portal.call(self.close())
             portal.stop()
+
+
+def _new_job(
+    task: Task[..., Any],
+    job_id: str,
+    args: dict[str, Any],
+    options: SubmitOptions,
+    run_at: float,
+    batch_id: str | None,
+) -> NewJob:
+    """The job of validated ``args``: the task's defaults, overridden by ``options``."""
+    limits = task.limits
+    return NewJob(
+        id=job_id,
+        queue=options.queue or task.queue,
+        task=task.name,
+        args=args,
+        priority=task.priority if options.priority is None else options.priority,
+        run_at=run_at,
+        max_attempts=options.max_attempts or task.retry.max_attempts,
+        timeout=options.timeout or task.timeout,
+        owner=options.owner,
+        labels=dict(options.labels or {}),
+        batch_id=batch_id,
+        limit_key=limits.key_of(task.name, args),
+        limit_concurrency=limits.concurrency,
+        rate_count=None if limits.rate is None else limits.rate.count,
+        rate_per=None if limits.rate is None else limits.rate.per,
+        idempotency_key=options.idempotency_key,
+    )
 
 
 #: The most items one batch may have.

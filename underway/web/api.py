@@ -23,7 +23,6 @@ from ..app import App
 from ..config import Settings
 from ..jobs import Status
 from ..store import JobFilter
-from ..tasks import SubmitOptions
 from .batches import add_batch_routes, add_queue_routes
 from .errors import ErrorRoute, Unauthenticated
 from .metrics import Metrics
@@ -149,17 +148,7 @@ def add_job_routes(api: API) -> None:
     @router.post("/jobs", status_code=201, response_model=JobOut, tags=["jobs"])
     async def submit_job(body: SubmitRequest) -> JSONResponse:
         """Validate the arguments against the task's schema and queue a job."""
-        options = SubmitOptions(
-            queue=body.queue,
-            priority=body.priority,
-            delay=body.delay,
-            run_at=None if body.run_at is None else body.run_at.timestamp(),
-            max_attempts=body.max_attempts,
-            timeout=body.timeout,
-            labels=body.labels,
-            idempotency_key=body.idempotency_key,
-        )
-        job = await app.submit(body.task, body.args, options=options)
+        job = await app.submit(body.task, body.args, options=body.options(body.idempotency_key))
         api.metrics.submitted(job)
         return JSONResponse(job.to_dict(), status_code=201)
 

@@ -14,8 +14,7 @@ from ..batches import BatchView
 from ..bus import Overflow, Subscription
 from ..events import Event, EventType, dumps
 from ..exports import WRITERS
-from ..tasks import SubmitOptions
-from .models import IsoDatetime, JobList, StatusName, StrictModel, statuses
+from .models import JobList, StatusName, StrictModel, SubmitFields, statuses
 from .sse import EventStream, frame
 
 if TYPE_CHECKING:
@@ -28,19 +27,12 @@ RESULT_TYPES = {
 }
 
 
-class BatchRequest(StrictModel):
+class BatchRequest(SubmitFields):
     task: str = Field(min_length=1, max_length=200, description="name of a registered task")
     items: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_BATCH, description="the arguments of each item: one job per item"
     )
     name: str | None = Field(default=None, max_length=200)
-    queue: str | None = Field(default=None, min_length=1, max_length=100)
-    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
-    run_at: IsoDatetime | None = None
-    delay: float | None = Field(default=None, ge=0, le=366 * 86400)
-    max_attempts: int | None = Field(default=None, ge=1, le=1000)
-    timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
-    labels: dict[str, str] | None = None
 
 
 class RunningItemOut(BaseModel):
@@ -109,16 +101,7 @@ def add_batch_routes(api: API) -> None:
     @router.post("/batches", status_code=201, response_model=BatchOut, tags=["batches"])
     async def submit_batch(body: BatchRequest) -> JSONResponse:
         """Validate every item against the task's schema, then store one job per item at once."""
-        options = SubmitOptions(
-            queue=body.queue,
-            priority=body.priority,
-            delay=body.delay,
-            run_at=None if body.run_at is None else body.run_at.timestamp(),
-            max_attempts=body.max_attempts,
-            timeout=body.timeout,
-            labels=body.labels,
-        )
-        batch = await app.submit_batch(body.task, body.items, name=body.name, options=options)
+        batch = await app.submit_batch(body.task, body.items, name=body.name, options=body.options())
         return JSONResponse(BatchView.of(batch).to_dict(), status_code=201)
 
     @router.get("/batches", response_model=BatchList, tags=["batches"])

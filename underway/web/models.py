@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..jobs import Status
+from ..tasks import SubmitOptions
 
 StatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 EventTypeName = Literal["status", "progress", "log", "prompt", "answer"]
@@ -47,9 +48,9 @@ IsoDatetime = Annotated[
 ]
 
 
-class SubmitRequest(StrictModel):
-    task: str = Field(min_length=1, max_length=200, description="name of a registered task")
-    args: dict[str, Any] = Field(default_factory=dict, description="the task's arguments")
+class SubmitFields(StrictModel):
+    """What a job submission and a batch share: how the job(s) differ from the task's defaults."""
+
     queue: str | None = Field(default=None, min_length=1, max_length=100)
     priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     run_at: IsoDatetime | None = Field(
@@ -59,6 +60,23 @@ class SubmitRequest(StrictModel):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
     labels: dict[str, str] | None = None
+
+    def options(self, idempotency_key: str | None = None) -> SubmitOptions:
+        return SubmitOptions(
+            queue=self.queue,
+            priority=self.priority,
+            delay=self.delay,
+            run_at=None if self.run_at is None else self.run_at.timestamp(),
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            labels=self.labels,
+            idempotency_key=idempotency_key,
+        )
+
+
+class SubmitRequest(SubmitFields):
+    task: str = Field(min_length=1, max_length=200, description="name of a registered task")
+    args: dict[str, Any] = Field(default_factory=dict, description="the task's arguments")
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
