@@ -116,7 +116,8 @@ def _lock_key(*parts: str) -> int:
 
 
 class _Tx:
-    """One write transaction: statements run now; events and the notification go in last."""
+    """The statements of one write transaction (events and the notification go in last, see
+    ``_finish``), or of a read on an autocommit connection (which appends nothing)."""
 
     def __init__(self, conn: psycopg.Connection[Any], now: float) -> None:
         self.conn = conn
@@ -555,14 +556,15 @@ class PostgresStore:
         return await self._write(lambda tx, now: _create_batch(tx, now, batch, jobs))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
-        return await self._write(lambda tx, now: _find_batch(tx, batch_id))
+        return await self._read(lambda conn: _find_batch(_Tx(conn, time.time()), batch_id))
 
     async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
-        def read(tx: _Tx, now: float) -> list[Batch]:
+        def read(conn: psycopg.Connection[Any]) -> list[Batch]:
+            tx = _Tx(conn, time.time())
             rows = tx.all(Q["list_batches"], {"before": before or "~", "limit": limit})
             return [_batch_of(tx, row) for row in rows]
 
-        return await self._write(read)
+        return await self._read(read)
 
     async def pause_batch(self, batch_id: str, paused: bool) -> Batch:
         return await self._write(lambda tx, now: _pause_batch(tx, now, batch_id, paused))
@@ -574,7 +576,7 @@ class PostgresStore:
         return await self._write(lambda tx, now: _retry_jobs(tx, now, job_filter, extra_attempts))
 
     async def queues(self) -> list[QueueInfo]:
-        return await self._write(lambda tx, now: _queues(tx, now))
+        return await self._read(lambda conn: _queues(_Tx(conn, time.time()), time.time()))
 
     async def set_queue(
         self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
