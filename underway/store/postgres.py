@@ -52,10 +52,12 @@ from .rows import (
     Candidate,
     Usage,
     after_cancel,
-    batch_from_row,
+    batch_of,
     choose,
+    counts_by_queue,
     event_from_row,
     expired,
+    finished_from_rows,
     idempotency_conflict,
     job_from_row,
     limited,
@@ -63,6 +65,7 @@ from .rows import (
     new_job,
     numbered,
     overdue,
+    queue_infos,
     same_submission,
     sweep_result,
     usage_of,
@@ -625,24 +628,11 @@ class PostgresStore:
 
     async def finished_since(self, since: float) -> list[Finished]:
         rows = await self._read(lambda conn: conn.execute(Q["finished_since"], {"since": since}).fetchall())
-        return [
-            Finished(
-                queue=row["queue"],
-                status=Status(row["status"]),
-                count=row["n"],
-                ran=row["ran"],
-                total_seconds=row["busy"],
-                longest_seconds=row["longest"],
-            )
-            for row in rows
-        ]
+        return finished_from_rows(rows)
 
     async def stats(self) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())
-        counts: dict[str, dict[str, int]] = {}
-        for row in rows:
-            counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
-        return counts
+        return counts_by_queue(rows)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -968,12 +958,7 @@ def _batch(tx: _Tx, batch_id: str) -> Batch:
 
 
 def _batch_of(tx: _Tx, row: dict[str, Any]) -> Batch:
-    parts = tx.all(Q["batch_counts"], {"id": row["id"]})
-    started = [p["started"] for p in parts if p["started"] is not None]
-    ended = [p["ended"] for p in parts if p["ended"] is not None]
-    return batch_from_row(
-        row, {p["status"]: p["n"] for p in parts}, min(started, default=None), max(ended, default=None)
-    )
+    return batch_of(row, tx.all(Q["batch_counts"], {"id": row["id"]}))
 
 
 def _pause_batch(tx: _Tx, now: float, batch_id: str, paused: bool) -> Batch:
@@ -1008,21 +993,9 @@ def _retry_jobs(tx: _Tx, now: float, job_filter: JobFilter, extra: int) -> list[
 
 
 def _queues(tx: _Tx, now: float) -> list[QueueInfo]:
-    counts: dict[str, dict[str, int]] = {}
-    for row in tx.all(Q["stats"]):
-        counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
-    oldest = {row["queue"]: row["oldest"] for row in tx.all(Q["oldest_due"], {"now": now})}
-    controls = {row["name"]: row for row in tx.all(Q["all_queue_controls"])}
-    return [
-        QueueInfo(
-            name=name,
-            paused=bool(controls[name]["paused"]) if name in controls else False,
-            concurrency=controls[name]["concurrency"] if name in controls else None,
-            counts=counts.get(name, {}),
-            oldest_queued_at=oldest.get(name),
-        )
-        for name in sorted({*counts, *controls})
-    ]
+    return queue_infos(
+        tx.all(Q["stats"]), tx.all(Q["oldest_due"], {"now": now}), tx.all(Q["all_queue_controls"])
+    )
 
 
 def _set_queue(tx: _Tx, now: float, name: str, paused: bool | None, concurrency: int | None) -> QueueInfo:

@@ -15,7 +15,7 @@ from typing import Any
 from ..events import Event, EventType, NewEvent, dumps, prompt_event, status_event
 from ..exceptions import IdempotencyConflict
 from ..jobs import ACTIVE, Job, Status, sources_of
-from .base import UNSET, Batch, Lease, NewJob, SweepResult, WorkerInfo, WorkerWrite
+from .base import UNSET, Batch, Finished, Lease, NewJob, QueueInfo, SweepResult, WorkerInfo, WorkerWrite
 
 Row = Mapping[str, Any]
 
@@ -365,3 +365,57 @@ def usage_of(
     skip_keys = [row["limit_key"] for row in running_by_key if row["n"] >= (row["most"] or 1 << 62)]
     skip_keys += [row["limit_key"] for row in started_by_key if row["n"] >= row["most"]]
     return usage, skip_queues, skip_keys
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def finished_from_rows(rows: Sequence[Row]) -> list[Finished]:
+    """The rows of ``finished_since`` as records."""
+    return [
+        Finished(
+            queue=row["queue"],
+            status=Status(row["status"]),
+            count=row["n"],
+            ran=row["ran"],
+            total_seconds=row["busy"],
+            longest_seconds=row["longest"],
+        )
+        for row in rows
+    ]
+
+
+def counts_by_queue(rows: Sequence[Row]) -> dict[str, dict[str, int]]:
+    """The rows of ``stats``: ``{queue: {status: count}}``."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
+    return counts
+
+
+def queue_infos(stats: Sequence[Row], oldest_due: Sequence[Row], controls: Sequence[Row]) -> list[QueueInfo]:
+    """Every queue that has jobs or controls, from the rows of ``stats``, ``oldest_due`` and
+    ``all_queue_controls``."""
+    counts = counts_by_queue(stats)
+    oldest = {row["queue"]: row["oldest"] for row in oldest_due}
+    control = {row["name"]: row for row in controls}
+    return [
+        QueueInfo(
+            name=name,
+            paused=bool(control[name]["paused"]) if name in control else False,
+            concurrency=control[name]["concurrency"] if name in control else None,
+            counts=counts.get(name, {}),
+            oldest_queued_at=oldest.get(name),
+        )
+        for name in sorted({*counts, *control})
+    ]
+
+
+def batch_of(row: Row, parts: Sequence[Row]) -> Batch:
+    """A batch from its row and the rows of ``batch_counts`` (per status: count, first start,
+    last end)."""
+    started = [p["started"] for p in parts if p["started"] is not None]
+    ended = [p["ended"] for p in parts if p["ended"] is not None]
+    return batch_from_row(
+        row, {p["status"]: p["n"] for p in parts}, min(started, default=None), max(ended, default=None)
+    )

@@ -43,10 +43,12 @@ from .rows import (
     LONGEST_RATE_WINDOW,
     Candidate,
     after_cancel,
-    batch_from_row,
+    batch_of,
     choose,
+    counts_by_queue,
     event_from_row,
     expired,
+    finished_from_rows,
     idempotency_conflict,
     job_from_row,
     job_params,
@@ -55,6 +57,7 @@ from .rows import (
     new_job,
     numbered,
     overdue,
+    queue_infos,
     same_submission,
     sweep_result,
     usage_of,
@@ -411,24 +414,11 @@ class SQLiteStore:
 
     async def finished_since(self, since: float) -> list[Finished]:
         rows = await self._read(lambda conn: conn.execute(Q["finished_since"], (since,)).fetchall())
-        return [
-            Finished(
-                queue=row["queue"],
-                status=Status(row["status"]),
-                count=row["n"],
-                ran=row["ran"],
-                total_seconds=row["busy"],
-                longest_seconds=row["longest"],
-            )
-            for row in rows
-        ]
+        return finished_from_rows(rows)
 
     async def stats(self) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())
-        counts: dict[str, dict[str, int]] = {}
-        for row in rows:
-            counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
-        return counts
+        return counts_by_queue(rows)
 
 
 # -- transactions (run on the writer thread inside BEGIN IMMEDIATE) --------------------------
@@ -716,15 +706,7 @@ def _batch(conn: sqlite3.Connection, batch_id: str) -> Batch:
 
 
 def _batch_of(conn: sqlite3.Connection, row: Any) -> Batch:
-    parts = conn.execute(Q["batch_counts"], (row["id"],)).fetchall()
-    started = [p["started"] for p in parts if p["started"] is not None]
-    ended = [p["ended"] for p in parts if p["ended"] is not None]
-    return batch_from_row(
-        row,
-        {p["status"]: p["n"] for p in parts},
-        min(started) if started else None,
-        max(ended) if ended else None,
-    )
+    return batch_of(row, conn.execute(Q["batch_counts"], (row["id"],)).fetchall())
 
 
 def _pause_batch(conn: sqlite3.Connection, now: float, batch_id: str, paused: bool) -> Batch:
@@ -764,21 +746,11 @@ def _retry_jobs(conn: sqlite3.Connection, now: float, job_filter: JobFilter, ext
 
 
 def _queues(conn: sqlite3.Connection, now: float) -> list[QueueInfo]:
-    counts: dict[str, dict[str, int]] = {}
-    for row in conn.execute(Q["stats"]):
-        counts.setdefault(row["queue"], {})[row["status"]] = row["n"]
-    oldest = {row["queue"]: row["oldest"] for row in conn.execute(Q["oldest_due"], (now,))}
-    controls = {row["name"]: row for row in conn.execute(Q["all_queue_controls"])}
-    return [
-        QueueInfo(
-            name=name,
-            paused=bool(controls[name]["paused"]) if name in controls else False,
-            concurrency=controls[name]["concurrency"] if name in controls else None,
-            counts=counts.get(name, {}),
-            oldest_queued_at=oldest.get(name),
-        )
-        for name in sorted({*counts, *controls})
-    ]
+    return queue_infos(
+        conn.execute(Q["stats"]).fetchall(),
+        conn.execute(Q["oldest_due"], (now,)).fetchall(),
+        conn.execute(Q["all_queue_controls"]).fetchall(),
+    )
 
 
 def _set_queue(
