@@ -423,6 +423,31 @@ async def test_many_writes_get_contiguous_seqs(store: Store, assert_contiguous: 
         assert [e.data["current"] for e in events if e.type is EventType.PROGRESS] == list(range(20))
 
 
+async def test_writes_of_one_job_in_one_call_apply_in_order(
+    store: Store, assert_contiguous: Contiguous
+) -> None:
+    a, b = await running(store), await running(store)
+    writes = [
+        WorkerWrite(lease=lease(a), progress={"current": 1}),
+        WorkerWrite(lease=lease(b), status=Status.FAILED, error={"type": "E", "message": "m"}),
+        WorkerWrite(lease=lease(a), progress={"current": 2}, status=Status.SUCCEEDED, result="done"),
+        WorkerWrite(lease=lease(a), progress={"current": 3}),  # after the end: refused
+        WorkerWrite(lease=lease(b), status=Status.SUCCEEDED, result="late"),  # failed is final
+    ]
+    assert await store.record(writes) == [True, True, True, False, False]
+    events = await assert_contiguous(store, a.id)
+    assert [(e.type, e.data.get("current", e.data.get("status"))) for e in events[2:]] == [
+        (EventType.PROGRESS, 1),
+        (EventType.PROGRESS, 2),
+        (EventType.STATUS, "succeeded"),
+    ]
+    done = await get(store, a.id)
+    assert (done.status, done.result, done.progress) == (Status.SUCCEEDED, "done", {"current": 2})
+    failed = await get(store, b.id)
+    assert (failed.status, failed.result) == (Status.FAILED, None)
+    assert failed.error == {"type": "E", "message": "m"}
+
+
 async def test_record_with_a_stale_attempt_is_refused_and_writes_nothing(
     store: Store, assert_contiguous: Contiguous
 ) -> None:

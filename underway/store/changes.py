@@ -2,8 +2,9 @@
 
 Idle workers and stream feeds call :meth:`ChangeWatch.wait` instead of querying the store in a
 loop. A *doorbell* (a file descriptor that becomes readable when the store may have changed,
-e.g. inotify on SQLite's WAL file) wakes waiters at once; without one, a poller calls ``probe``
-(SQLite: ``PRAGMA data_version``, microseconds) every ``interval`` while someone waits. Either
+e.g. inotify on a file that SQLite writers touch after each commit) wakes waiters at once;
+without one, a poller calls ``probe`` (SQLite: ``PRAGMA data_version``, microseconds) every
+``interval`` while someone waits. Either
 way ``probe`` decides whether something really changed. Writes made in this process call
 :meth:`ChangeWatch.poke` to wake waiters without any delay.
 """
@@ -14,13 +15,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-#: With a doorbell, the probe still runs this often while someone waits, as a safety net.
+#: With a doorbell, the probe still runs this often while someone waits, as a safety net (for
+#: writers that do not ring it, such as the ``sqlite3`` shell).
 DOORBELL_FALLBACK_INTERVAL = 0.1
-#: After a ring that showed no change yet, probe again this many times, ``interval`` apart: SQLite
-#: writes the WAL (which rings) a moment before it publishes the commit in shared memory.
-CHASE_PROBES = 25
-#: The first re-probes only yield to the loop (microseconds), as the gap is usually that short.
-CHASE_SPINS = 5
 
 
 class Doorbell(Protocol):
@@ -37,9 +34,6 @@ class ChangeWatch:
         self, probe: Callable[[], object], interval: float, doorbell: Doorbell | None = None
     ) -> None:
         self._probe = probe
-        self._chase_interval = interval
-        self._chase_left = 0
-        self._chasing: asyncio.TimerHandle | None = None
         self._interval = interval if doorbell is None else max(interval, DOORBELL_FALLBACK_INTERVAL)
         self._seen = probe()
         self._token = 0
@@ -81,9 +75,6 @@ class ChangeWatch:
         """Stop watching (call on the watch's loop)."""
         if self._poller is not None:
             self._poller.cancel()
-        if self._chasing is not None:
-            self._chasing.cancel()
-        self._chase_left = 0
         if self._doorbell is not None:
             self._loop.remove_reader(self._doorbell.fileno())
             self._doorbell.close()
@@ -92,20 +83,7 @@ class ChangeWatch:
 
     def _rung(self) -> None:
         if self._doorbell is not None and self._doorbell.drain():
-            chasing = self._chase_left > 0
-            self._chase_left = CHASE_PROBES
-            if not chasing:
-                self._chase()
-
-    def _chase(self) -> None:
-        """Probe until the change the doorbell announced shows, for a few ``interval``s at most."""
-        seen = self._token
-        if self.token() != seen:
-            self._chase_left = 0
-        elif self._chase_left > 0:
-            self._chase_left -= 1
-            delay = 0.0 if self._chase_left >= CHASE_PROBES - CHASE_SPINS else self._chase_interval
-            self._chasing = self._loop.call_later(delay, self._chase)
+            self.token()
 
     def _wake(self) -> None:
         for waiter in self._waiters:

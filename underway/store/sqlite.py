@@ -66,7 +66,7 @@ from .rows import (
     write_events,
     write_params,
 )
-from .sqlite_connection import FileLock, WalDoorbell, connect
+from .sqlite_connection import CommitDoorbell, FileLock, connect, lock_path
 
 T = TypeVar("T")
 #: How long a read on the event loop's thread may wait for a busy database before it moves to
@@ -121,7 +121,7 @@ class SQLiteStore:
     def _prepare(self) -> None:
         if self._lock is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(Path(f"{self.path}-lock"))
+            self._lock = FileLock(lock_path(self.path))
 
     async def close(self) -> None:
         here = asyncio.get_running_loop()
@@ -237,6 +237,8 @@ class SQLiteStore:
                 raise
             changed = conn.total_changes != before
             conn.execute("COMMIT" if changed else "ROLLBACK")
+            if changed:
+                self._lock.ring()
         return result, changed
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -273,7 +275,7 @@ class SQLiteStore:
             watch = ChangeWatch(
                 lambda: conn.execute("PRAGMA data_version").fetchone()[0],
                 self._poll_interval,
-                WalDoorbell.for_database(self.path),
+                CommitDoorbell.for_database(self.path),
             )
             self._watches[loop] = watch
         return watch
@@ -535,27 +537,69 @@ def _heartbeat(
 
 
 def _record_all(conn: sqlite3.Connection, now: float, writes: Sequence[WorkerWrite]) -> list[bool]:
+    """Apply fenced writes; whether each was accepted. One statement per kind of write, except
+    that a job written twice gets its second write in a later statement."""
+    writes = [_checked(conn, write) for write in writes]
+    events = [write_events(write) for write in writes]
+    seqs: dict[int, int] = {}  # index in writes -> the job's last seq after the write
+    start = 0
+    while start < len(writes):
+        ids: set[str] = set()
+        end = start
+        while end < len(writes) and writes[end].lease.job_id not in ids:
+            ids.add(writes[end].lease.job_id)
+            end += 1
+        seqs.update(_apply(conn, now, writes, events, range(start, end)))
+        start = end
     accepted: list[bool] = []
     rows: list[tuple[str, int, NewEvent]] = []
-    for write in writes:
-        events = _apply(conn, now, write)
-        accepted.append(events is not None)
-        rows += events or ()
+    for n, write in enumerate(writes):
+        accepted.append(n in seqs)
+        if n in seqs:
+            rows += numbered(write.lease.job_id, seqs[n], events[n])
     _append_many(conn, now, rows)
     return accepted
 
 
-def _apply(
-    conn: sqlite3.Connection, now: float, write: WorkerWrite
-) -> list[tuple[str, int, NewEvent]] | None:
-    """Apply one fenced write to the job row; its events with their seqs, or None if refused."""
+def _checked(conn: sqlite3.Connection, write: WorkerWrite) -> WorkerWrite:
+    """A move back to the queue of a job someone asked to cancel ends it instead."""
     if write.status is Status.QUEUED and _cancel_requested(conn, write.lease):
-        write = after_cancel(write)
-    events = write_events(write)
-    params = write_params(write, len(events), now)
-    query = Q["fenced_touch"] if write.status is None else _fenced_move_sql(write.status)
-    row = conn.execute(query, params).fetchone()
-    return None if row is None else numbered(write.lease.job_id, row[0], events)
+        return after_cancel(write)
+    return write
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    now: float,
+    writes: Sequence[WorkerWrite],
+    events: Sequence[list[NewEvent]],
+    indexes: range,
+) -> dict[int, int]:
+    """Apply the fenced writes at ``indexes`` (of distinct jobs), one statement per target
+    status; the last seq of each accepted one, by index."""
+    groups: dict[Status | None, list[int]] = {}
+    for n in indexes:
+        groups.setdefault(writes[n].status, []).append(n)
+    seqs: dict[int, int] = {}
+    for status, members in groups.items():
+        rows = [_write_row(writes[n], len(events[n]), now) for n in members]
+        query = Q["fenced_touch"] if status is None else _fenced_move_sql(status)
+        params = {"writes": dumps(rows), "now": now, "status": None if status is None else status.value}
+        last_seqs = dict(conn.execute(query, params).fetchall())
+        for n in members:
+            seq = last_seqs.get(writes[n].lease.job_id)
+            if seq is not None:
+                seqs[n] = seq
+    return seqs
+
+
+def _write_row(write: WorkerWrite, events: int, now: float) -> list[Any]:
+    """One write as an element of the fenced statements' ``:writes``."""
+    p = write_params(write, events, now)
+    row = [p["id"], p["attempt"], p["events"], p["progress"], p["set_checkpoint"], p["checkpoint"]]
+    if write.status is not None:
+        row += [p["result"], p["error"], p["prompt"], p["run_at"], p["hand_back"]]
+    return row
 
 
 def _cancel_requested(conn: sqlite3.Connection, lease: Lease) -> bool:

@@ -34,6 +34,7 @@ class FileLock:
 
     The kernel hands the lock to the next waiter the moment it is released, where SQLite's
     busy handler would sleep 1, 2, 5, 10… ms between tries. A process that dies releases it.
+    The same file is the stores' doorbell: a writer calls :meth:`ring` after each commit.
     """
 
     def __init__(self, path: Path) -> None:
@@ -52,25 +53,35 @@ class FileLock:
         if fcntl is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def ring(self) -> None:
+        """Tell every :class:`CommitDoorbell` on the database that a commit is visible now."""
+        os.pwrite(self._fd, b"\0", 0)
+
     def close(self) -> None:
         os.close(self._fd)
 
 
-class WalDoorbell:
-    """Readable when a transaction commits to the database, by any process: inotify on its WAL.
+def lock_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}-lock")
 
-    Every commit in WAL mode writes to ``<file>-wal``. The directory is watched, not the file,
-    because SQLite deletes and recreates the WAL file.
+
+class CommitDoorbell:
+    """Readable when a store of any process has committed to the database: inotify on the lock file.
+
+    Writers ring it (:meth:`FileLock.ring`) after their commit returned, so a reader woken by it
+    sees the commit at once. (The WAL file is written a moment *before* SQLite publishes the
+    commit in shared memory: a reader woken by that could probe too early and miss it.) The
+    directory is watched rather than the file, which may not exist yet.
     """
 
     def __init__(self, path: Path) -> None:
         assert INotify is not None
         self._inotify = INotify(nonblocking=True)
-        self._inotify.add_watch(path.resolve().parent, flags.MODIFY | flags.CREATE)
-        self._wal = f"{path.name}-wal"
+        self._inotify.add_watch(path.resolve().parent, flags.MODIFY)
+        self._name = lock_path(path).name
 
     @classmethod
-    def for_database(cls, path: Path) -> WalDoorbell | None:
+    def for_database(cls, path: Path) -> CommitDoorbell | None:
         """A doorbell where inotify exists, else ``None`` (the caller polls instead)."""
         if INotify is None:
             return None
@@ -83,7 +94,7 @@ class WalDoorbell:
         return int(self._inotify.fileno())
 
     def drain(self) -> bool:
-        return any(event.name == self._wal for event in self._inotify.read(timeout=0))
+        return any(event.name == self._name for event in self._inotify.read(timeout=0))
 
     def close(self) -> None:
         self._inotify.close()

@@ -104,31 +104,49 @@ SELECT * FROM workers WHERE last_seen >= ? ORDER BY started_at;
 DELETE FROM workers WHERE last_seen < ?;
 
 -- name: fenced_touch
+-- The fenced writes of many jobs at once. :writes is a JSON array with one array per job:
+-- [id, attempt, events, progress, set_checkpoint, checkpoint, result, error, prompt, run_at,
+--  hand_back], JSON values (progress, checkpoint…) given as strings holding their JSON text.
+-- A job named twice would be updated once: the caller writes such a job in two statements.
+-- "+jobs.status": not by the status index (the planner's pick: every running job scanned per
+-- write), but one primary key lookup per write.
 UPDATE jobs
-SET last_seq = last_seq + :events, updated_at = :now,
-    progress = coalesce(:progress, progress),
-    checkpoint = CASE WHEN :set_checkpoint THEN :checkpoint ELSE checkpoint END
-WHERE id = :id AND attempt = :attempt AND status IN ('running', 'waiting')
-RETURNING last_seq;
+SET last_seq = jobs.last_seq + w.events, updated_at = :now,
+    progress = coalesce(w.progress, jobs.progress),
+    checkpoint = CASE WHEN w.set_checkpoint THEN w.checkpoint ELSE jobs.checkpoint END
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,
+             json_extract(value, '$[2]') AS events, json_extract(value, '$[3]') AS progress,
+             json_extract(value, '$[4]') AS set_checkpoint, json_extract(value, '$[5]') AS checkpoint
+      FROM json_each(:writes)) AS w
+WHERE jobs.id = w.id AND jobs.attempt = w.attempt AND +jobs.status IN ('running', 'waiting')
+RETURNING jobs.id, jobs.last_seq;
 
 -- name: fenced_move
+-- fenced_touch's writes, moving each job to :status.
 -- {sources}: the statuses the target may be reached from, filled in from the transition table
 -- (a literal list: json_each here tripled the cost of the statement).
 UPDATE jobs
-SET status = :status, last_seq = last_seq + :events, updated_at = :now,
-    progress = coalesce(:progress, progress),
-    checkpoint = CASE WHEN :set_checkpoint THEN :checkpoint ELSE checkpoint END,
-    result = :result, prompt = :prompt,
-    error = CASE WHEN :status = 'succeeded' THEN NULL ELSE coalesce(:error, error) END,
-    run_at = coalesce(:run_at, run_at),
-    max_attempts = max_attempts + :hand_back,
-    lease_until = CASE WHEN :status IN ('running', 'waiting') THEN lease_until END,
-    worker_id = CASE WHEN :status IN ('running', 'waiting') THEN worker_id END,
+SET status = :status, last_seq = jobs.last_seq + w.events, updated_at = :now,
+    progress = coalesce(w.progress, jobs.progress),
+    checkpoint = CASE WHEN w.set_checkpoint THEN w.checkpoint ELSE jobs.checkpoint END,
+    result = w.result, prompt = w.prompt,
+    error = CASE WHEN :status = 'succeeded' THEN NULL ELSE coalesce(w.error, jobs.error) END,
+    run_at = coalesce(w.run_at, jobs.run_at),
+    max_attempts = jobs.max_attempts + w.hand_back,
+    lease_until = CASE WHEN :status IN ('running', 'waiting') THEN jobs.lease_until END,
+    worker_id = CASE WHEN :status IN ('running', 'waiting') THEN jobs.worker_id END,
     finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled') THEN :now END,
-    cancel_requested = CASE WHEN :status = 'queued' THEN 0 ELSE cancel_requested END,
-    cancel_requested_at = CASE WHEN :status = 'queued' THEN NULL ELSE cancel_requested_at END
-WHERE id = :id AND attempt = :attempt AND status IN ({sources})
-RETURNING last_seq, attempt, cancel_requested;
+    cancel_requested = CASE WHEN :status = 'queued' THEN 0 ELSE jobs.cancel_requested END,
+    cancel_requested_at = CASE WHEN :status = 'queued' THEN NULL ELSE jobs.cancel_requested_at END
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,
+             json_extract(value, '$[2]') AS events, json_extract(value, '$[3]') AS progress,
+             json_extract(value, '$[4]') AS set_checkpoint, json_extract(value, '$[5]') AS checkpoint,
+             json_extract(value, '$[6]') AS result, json_extract(value, '$[7]') AS error,
+             json_extract(value, '$[8]') AS prompt, json_extract(value, '$[9]') AS run_at,
+             json_extract(value, '$[10]') AS hand_back
+      FROM json_each(:writes)) AS w
+WHERE jobs.id = w.id AND jobs.attempt = w.attempt AND +jobs.status IN ({sources})
+RETURNING jobs.id, jobs.last_seq;
 
 -- name: cancel_requested
 SELECT cancel_requested FROM jobs WHERE id = ? AND attempt = ?;
