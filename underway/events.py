@@ -87,13 +87,17 @@ def dumps(value: Any) -> str:
 
     NaN and infinities are refused (``ValueError``): browsers and strict parsers reject them.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_fallback)
+    return _ENCODER.encode(value)
 
 
 def _fallback(value: Any) -> Any:
     from pydantic_core import to_jsonable_python
 
     return to_jsonable_python(value)
+
+
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_fallback)
 
 
 def status_event(

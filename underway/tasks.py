@@ -164,7 +164,11 @@ class Task(Generic[P, R]):
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:
         """Stored JSON arguments → the Python values the function takes."""
         model = self.args_model.model_validate(args)
-        return {name: getattr(model, name) for name in type(model).model_fields}
+        return {name: getattr(model, name) for name in self._arg_names}
+
+    @functools.cached_property
+    def _arg_names(self) -> tuple[str, ...]:
+        return tuple(self.args_model.model_fields)
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Queue a job of this task with these arguments (by keyword) and return it."""

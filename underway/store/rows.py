@@ -24,13 +24,21 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _loads_object(text: str) -> dict[str, Any]:
+    """A JSON object column, most often empty (labels, answers): skip the parser then."""
+    return {} if text == "{}" else json.loads(text)
+
+
+_STATUS = {status.value: status for status in Status}
+
+
 def job_from_row(row: Row) -> Job:
     return Job(
         id=row["id"],
         queue=row["queue"],
         task=row["task"],
-        args=json.loads(row["args"]),
-        status=Status(row["status"]),
+        args=_loads_object(row["args"]),
+        status=_STATUS[row["status"]],
         priority=row["priority"],
         run_at=row["run_at"],
         attempt=row["attempt"],
@@ -39,10 +47,10 @@ def job_from_row(row: Row) -> Job:
         lease_until=row["lease_until"],
         worker_id=row["worker_id"],
         owner=row["owner"],
-        labels=json.loads(row["labels"]),
+        labels=_loads_object(row["labels"]),
         progress=_loads(row["progress"]),
         prompt=_loads(row["prompt"]),
-        answers=json.loads(row["answers"]),
+        answers=_loads_object(row["answers"]),
         checkpoint=_loads(row["checkpoint"]),
         result=_loads(row["result"]),
         error=_loads(row["error"]),
@@ -127,7 +135,7 @@ def batch_from_row(
         queue=row["queue"],
         name=row["name"],
         owner=row["owner"],
-        labels=json.loads(row["labels"]),
+        labels=_loads_object(row["labels"]),
         total=total,
         paused=bool(row["paused"]),
         cancelled=bool(row["cancelled"]),
