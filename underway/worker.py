@@ -58,6 +58,8 @@ class Worker:
         self.busy = 0
         #: The last claim left a due job behind (a limit holds it back, or it came in late).
         self._blocked = False
+        #: When the last retry of a job this worker ran is due: a burst worker waits for it.
+        self._retries_due = 0.0
         self.started_at = time.time()
         # Made here, not in run(): stop() may come before run() got going.
         self._stopping = asyncio.Event()
@@ -203,7 +205,7 @@ class Worker:
                 self._start(JobRun(self, job, self.app.tasks.get(job.task), self.settings.progress_interval))
             if len(jobs) == limit:
                 continue  # there may be more
-            if self.burst and not self.runs and not jobs:
+            if self.burst and not self.runs and not jobs and time.time() >= self._retries_due:
                 return
             await self._wait_for_work()
 
@@ -288,6 +290,8 @@ class Worker:
             return
         if not await self.flusher.move(run, write):
             logger.warning("job %s: the store refused the end of attempt %d", run.job.id, run.job.attempt)
+        elif write.status is Status.QUEUED and not write.hand_back and write.run_at is not None:
+            self._retries_due = max(self._retries_due, write.run_at)
 
     # -- questions -------------------------------------------------------------------------
 

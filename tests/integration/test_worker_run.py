@@ -161,3 +161,29 @@ async def test_burst_mode_drains_the_queue_and_returns(app: underway.App) -> Non
     assert worker.runs == {}
     assert worker.busy == 0
     assert await app.store.workers(60.0) == [], "a stopped worker removes itself"
+
+
+async def test_a_burst_worker_waits_for_the_retries_of_its_jobs_not_for_later_jobs(
+    app: underway.App,
+) -> None:
+    attempts: list[int] = []
+
+    @app.task(name="flaky", retries=2, retry_delay=0.3, max_retry_delay=0.3)
+    async def flaky(ctx: underway.Context) -> int:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise RuntimeError("not yet")
+        return ctx.attempt
+
+    job = await flaky.submit()
+    later = await flaky.options(delay=3600).submit()
+    with anyio.fail_after(20):
+        await underway.Worker(app, burst=True).run()
+
+    done = await app.get(job.id)
+    assert (done.status, done.result, attempts) == (Status.SUCCEEDED, 3, [1, 2, 3])
+    assert [status for status, _, _ in statuses(await app.events(job.id))] == [
+        *("queued", "running") * 3,
+        "succeeded",
+    ]
+    assert (await app.get(later.id)).status is Status.QUEUED, "scheduled for later: left queued"
