@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -55,7 +56,6 @@ from .rows import (
     limited,
     move_sources,
     new_job,
-    numbered,
     overdue,
     queue_infos,
     same_submission,
@@ -69,9 +69,13 @@ from .rows import (
 from .sqlite_connection import CommitDoorbell, FileLock, connect, lock_path
 
 T = TypeVar("T")
-#: How long a read on the event loop's thread may wait for a busy database before it moves to
-#: a reader thread.
+#: How long a read or a write on the event loop's thread may wait for a busy database before it
+#: moves to a thread.
 QUICK_READ_BUSY_MS = 20
+#: Writes of at most this many rows run on the event loop's thread (see ``_write``).
+INLINE_ROWS = 200
+#: Connections on event loops leave checkpoints to the writer thread, once per this many commits.
+CHECKPOINT_EVERY = 64
 Q = sql.queries("sqlite")
 _TERMINAL = tuple(s.value for s in TERMINAL)
 _ACTIVE = tuple(s.value for s in ACTIVE)
@@ -104,6 +108,10 @@ class SQLiteStore:
         self._loop_connections: WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Connection] = (
             WeakKeyDictionary()
         )
+        self._loop_writers: WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Connection] = (
+            WeakKeyDictionary()
+        )
+        self._commits_here = 0
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._opened = False
@@ -132,6 +140,7 @@ class SQLiteStore:
                 loop.call_soon_threadsafe(watch.close)
         self._watches.clear()
         self._loop_connections.clear()
+        self._loop_writers.clear()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         with self._connections_lock:
@@ -214,32 +223,104 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
-        """Run ``fn(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread."""
+    async def _write(self, fn: Callable[[sqlite3.Connection, float], T], *, rows: int = 1) -> T:
+        """Run ``fn(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction.
+
+        A write of up to ``INLINE_ROWS`` rows runs on the event loop's own thread. On the writer
+        thread it would cost two thread hand-offs, and, worse, that thread would hold the
+        writers' lock while it waits for the GIL after each statement whenever the loop's thread
+        runs Python (up to the interpreter's 5 ms switch interval each time), holding up the
+        writers of every process. A larger write runs on the writer thread so as not to stall
+        the loop; so does one that finds the database busy (a program that does not take the
+        writers' lock is writing), which may wait for it up to the busy timeout.
+        """
         loop = asyncio.get_running_loop()
-        result, changed = await self._run(self._writer, lambda: self._transaction(fn))
+        done = await self._transaction_here(loop, fn) if rows <= INLINE_ROWS and self._opened else None
+        if done is None:
+            done = await self._run(self._writer, lambda: self._transaction(fn))
+        result, changed = done
         if changed:
             self._poke_all(loop)
         return result
 
     def _transaction(self, fn: Callable[[sqlite3.Connection, float], T]) -> tuple[T, bool]:
+        """``fn`` in a transaction on the writer thread."""
         if not self._opened:
             self._open()
         conn = self._writer_conn()
         assert self._lock is not None
         with self._lock:
-            before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
+            return self._finish(conn, fn)
+
+    async def _transaction_here(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[[sqlite3.Connection, float], T]
+    ) -> tuple[T, bool] | None:
+        """``fn`` in a transaction on this thread; ``None`` if SQLite is busy."""
+        conn = self._loop_writers.get(loop)
+        if conn is None:
+            conn = self._loop_writers[loop] = self._connect()
+            conn.execute(f"PRAGMA busy_timeout = {QUICK_READ_BUSY_MS}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # a checkpoint syncs the disk: see _finish
+        await self._hold_lock()
+        assert self._lock is not None
+        try:
             try:
-                result = fn(conn, time.time())
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            changed = conn.total_changes != before
-            conn.execute("COMMIT" if changed else "ROLLBACK")
-            if changed:
-                self._lock.ring()
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return None
+            done = self._finish(conn, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
+        if done[1]:
+            self._commits_here += 1
+            if self._commits_here % CHECKPOINT_EVERY == 0:
+                self._writer.submit(self._checkpoint)
+        return done
+
+    async def _hold_lock(self) -> None:
+        """Take the writers' lock, waiting for it in the writer thread if someone holds it."""
+        assert self._lock is not None
+        lock = self._lock
+        if lock.acquire(blocking=False):
+            return
+        taking = self._writer.submit(lock.acquire)
+        try:
+            await asyncio.shield(asyncio.wrap_future(taking))
+        except asyncio.CancelledError:
+
+            def give_back(taken: Future[bool]) -> None:  # the thread takes it anyway
+                if not taken.cancelled() and taken.exception() is None:
+                    lock.release()
+
+            taking.add_done_callback(give_back)
+            raise
+
+    def _finish(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection, float], T]
+    ) -> tuple[T, bool]:
+        """Run ``fn`` in the transaction just begun; commit if it changed anything, and ring."""
+        assert self._lock is not None
+        before = conn.total_changes
+        try:
+            result = fn(conn, time.time())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        changed = conn.total_changes != before
+        conn.execute("COMMIT" if changed else "ROLLBACK")
+        if changed:
+            self._lock.ring()
         return result, changed
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database (without waiting for readers or writers)."""
+        try:
+            self._writer_conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # busy, say: the next one will do
+            pass
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(self._readers, lambda: fn(self._reader_conn()))
@@ -289,14 +370,15 @@ class SQLiteStore:
     # -- submitting ------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
-        return await self._write(lambda conn, now: _enqueue(conn, now, jobs))
+        return await self._write(lambda conn, now: _enqueue(conn, now, jobs), rows=len(jobs))
 
     # -- workers ---------------------------------------------------------------------------
 
     async def claim(
         self, worker_id: str, queues: Sequence[str], limit: int, lease_timeout: float
     ) -> list[Job]:
-        return await self._write(lambda conn, now: _claim(conn, now, worker_id, queues, limit, lease_timeout))
+        rows = await self._write(lambda conn, now: _claim(conn, now, worker_id, queues, limit, lease_timeout))
+        return [job_from_row(row) for row in rows]  # after the commit: nobody waits for this
 
     async def next_run_at(self, queues: Sequence[str]) -> float | None:
         query, params = (
@@ -313,7 +395,8 @@ class SQLiteStore:
         return frozenset(row[0] for row in rows)
 
     async def record(self, writes: Sequence[WorkerWrite]) -> list[bool]:
-        return await self._write(lambda conn, now: _record_all(conn, now, writes))
+        prepared = [_Prepared.of(write) for write in writes]  # JSON work before taking the lock
+        return await self._write(lambda conn, now: _record_all(conn, now, prepared), rows=len(writes))
 
     async def workers(self, seen_within: float) -> list[WorkerInfo]:
         since = time.time() - seen_within
@@ -324,15 +407,16 @@ class SQLiteStore:
         await self._write(lambda conn, now: conn.execute(Q["remove_worker"], (worker_id,)))
 
     async def sweep(self, cancel_grace: float) -> SweepResult:
-        return await self._write(lambda conn, now: _sweep(conn, now, cancel_grace))
+        return await self._write(lambda conn, now: _sweep(conn, now, cancel_grace), rows=INLINE_ROWS + 1)
 
     async def prune(self, older_than: float, limit: int = 1000) -> int:
-        return await self._write(lambda conn, now: _prune(conn, now - older_than, limit))
+        return await self._write(lambda conn, now: _prune(conn, now - older_than, limit), rows=limit)
 
     # -- clients ---------------------------------------------------------------------------
 
     async def cancel(self, job_filter: JobFilter) -> list[Job]:
-        return await self._write(lambda conn, now: _cancel(conn, now, job_filter))
+        rows = len(job_filter.ids) if job_filter.ids else INLINE_ROWS + 1  # a filter may match many
+        return await self._write(lambda conn, now: _cancel(conn, now, job_filter), rows=rows)
 
     async def answer(self, job_id: str, key: str, value: Any) -> Job:
         return await self._write(lambda conn, now: _answer(conn, now, job_id, key, value))
@@ -346,7 +430,7 @@ class SQLiteStore:
     # -- batches and queues ----------------------------------------------------------------
 
     async def create_batch(self, batch: NewBatch, jobs: Sequence[NewJob]) -> Batch:
-        return await self._write(lambda conn, now: _create_batch(conn, now, batch, jobs))
+        return await self._write(lambda conn, now: _create_batch(conn, now, batch, jobs), rows=len(jobs))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         return await self._read(lambda conn: _find_batch(conn, batch_id))
@@ -362,10 +446,12 @@ class SQLiteStore:
         return await self._write(lambda conn, now: _pause_batch(conn, now, batch_id, paused))
 
     async def cancel_batch(self, batch_id: str) -> tuple[Batch, list[Job]]:
-        return await self._write(lambda conn, now: _cancel_batch(conn, now, batch_id))
+        return await self._write(lambda conn, now: _cancel_batch(conn, now, batch_id), rows=INLINE_ROWS + 1)
 
     async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
-        return await self._write(lambda conn, now: _retry_jobs(conn, now, job_filter, extra_attempts))
+        return await self._write(
+            lambda conn, now: _retry_jobs(conn, now, job_filter, extra_attempts), rows=INLINE_ROWS + 1
+        )
 
     async def queues(self) -> list[QueueInfo]:
         return await self._read(lambda conn: _queues(conn, time.time()))
@@ -423,7 +509,7 @@ class SQLiteStore:
         return counts_by_queue(rows)
 
 
-# -- transactions (run on the writer thread inside BEGIN IMMEDIATE) --------------------------
+# -- transactions (run inside BEGIN IMMEDIATE) ----------------------------------------------------
 
 
 def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> list[Job]:
@@ -467,7 +553,8 @@ def _claim(
     queues: Sequence[str],
     limit: int,
     lease_timeout: float,
-) -> list[Job]:
+) -> list[Any]:
+    """Claim up to ``limit`` due jobs; their rows (``sqlite3.Row``), in the order they were chosen."""
     controls = conn.execute(Q["queue_controls"]).fetchall()
     usage, skip_queues, skip_keys = usage_of(
         controls,
@@ -487,9 +574,17 @@ def _claim(
         return []
     params = {"lease_until": now + lease_timeout, "worker_id": worker_id, "now": now, "ids": dumps(ids)}
     order = {job_id: n for n, job_id in enumerate(ids)}
-    jobs = sorted((job_from_row(row) for row in conn.execute(Q["claim"], params)), key=lambda j: order[j.id])
-    _append_many(conn, now, [(j.id, j.last_seq, status_event(Status.RUNNING, j.attempt)) for j in jobs])
-    return jobs
+    rows = sorted(conn.execute(Q["claim"], params).fetchall(), key=lambda row: order[row["id"]])
+    conn.executemany(
+        Q["insert_event"],
+        [(row["id"], row["last_seq"], "status", now, _running_data(row["attempt"])) for row in rows],
+    )
+    return rows
+
+
+@functools.lru_cache(maxsize=64)
+def _running_data(attempt: int) -> str:
+    return dumps(status_event(Status.RUNNING, attempt).data)
 
 
 #: A claim looks at this many more due jobs than it may take, for the limits to pass over.
@@ -536,70 +631,82 @@ def _heartbeat(
     return Heartbeat(lost=frozenset(lost), cancelling=frozenset(cancelling))
 
 
-def _record_all(conn: sqlite3.Connection, now: float, writes: Sequence[WorkerWrite]) -> list[bool]:
+@dataclass(slots=True)
+class _Prepared:
+    """A fenced write with its events and its element of ``:writes``, encoded ahead of time."""
+
+    write: WorkerWrite
+    events: list[NewEvent]
+    texts: list[str]
+    row: list[Any]
+
+    @classmethod
+    def of(cls, write: WorkerWrite) -> _Prepared:
+        events = write_events(write)
+        p = write_params(write, len(events), 0.0)
+        row = [p["id"], p["attempt"], p["events"], p["progress"], p["set_checkpoint"], p["checkpoint"]]
+        if write.status is not None:
+            row += [p["result"], p["error"], p["prompt"], p["run_at"], p["hand_back"]]
+        return cls(write, events, [dumps(e.data) for e in events], row)
+
+
+def _record_all(conn: sqlite3.Connection, now: float, writes: Sequence[_Prepared]) -> list[bool]:
     """Apply fenced writes; whether each was accepted. One statement per kind of write, except
     that a job written twice gets its second write in a later statement."""
-    writes = [_checked(conn, write) for write in writes]
-    events = [write_events(write) for write in writes]
+    writes = [_checked(conn, prepared) for prepared in writes]
     seqs: dict[int, int] = {}  # index in writes -> the job's last seq after the write
     start = 0
     while start < len(writes):
         ids: set[str] = set()
         end = start
-        while end < len(writes) and writes[end].lease.job_id not in ids:
-            ids.add(writes[end].lease.job_id)
+        while end < len(writes) and writes[end].write.lease.job_id not in ids:
+            ids.add(writes[end].write.lease.job_id)
             end += 1
-        seqs.update(_apply(conn, now, writes, events, range(start, end)))
+        seqs.update(_apply(conn, now, writes, range(start, end)))
         start = end
-    accepted: list[bool] = []
-    rows: list[tuple[str, int, NewEvent]] = []
-    for n, write in enumerate(writes):
-        accepted.append(n in seqs)
+    rows: list[tuple[str, int, str, float, str]] = []
+    for n, prepared in enumerate(writes):
         if n in seqs:
-            rows += numbered(write.lease.job_id, seqs[n], events[n])
-    _append_many(conn, now, rows)
-    return accepted
+            job_id = prepared.write.lease.job_id
+            first = seqs[n] - len(prepared.events) + 1
+            rows += [
+                (job_id, first + i, event.type.value, now, text)
+                for i, (event, text) in enumerate(zip(prepared.events, prepared.texts, strict=True))
+            ]
+    conn.executemany(Q["insert_event"], rows)
+    return [n in seqs for n in range(len(writes))]
 
 
-def _checked(conn: sqlite3.Connection, write: WorkerWrite) -> WorkerWrite:
+def _checked(conn: sqlite3.Connection, prepared: _Prepared) -> _Prepared:
     """A move back to the queue of a job someone asked to cancel ends it instead."""
+    write = prepared.write
     if write.status is Status.QUEUED and _cancel_requested(conn, write.lease):
-        return after_cancel(write)
-    return write
+        return _Prepared.of(after_cancel(write))
+    return prepared
 
 
 def _apply(
-    conn: sqlite3.Connection,
-    now: float,
-    writes: Sequence[WorkerWrite],
-    events: Sequence[list[NewEvent]],
-    indexes: range,
+    conn: sqlite3.Connection, now: float, writes: Sequence[_Prepared], indexes: range
 ) -> dict[int, int]:
     """Apply the fenced writes at ``indexes`` (of distinct jobs), one statement per target
     status; the last seq of each accepted one, by index."""
     groups: dict[Status | None, list[int]] = {}
     for n in indexes:
-        groups.setdefault(writes[n].status, []).append(n)
+        groups.setdefault(writes[n].write.status, []).append(n)
     seqs: dict[int, int] = {}
     for status, members in groups.items():
-        rows = [_write_row(writes[n], len(events[n]), now) for n in members]
         query = Q["fenced_touch"] if status is None else _fenced_move_sql(status)
-        params = {"writes": dumps(rows), "now": now, "status": None if status is None else status.value}
+        params = {
+            "writes": dumps([writes[n].row for n in members]),
+            "now": now,
+            "status": None if status is None else status.value,
+        }
         last_seqs = dict(conn.execute(query, params).fetchall())
         for n in members:
-            seq = last_seqs.get(writes[n].lease.job_id)
+            seq = last_seqs.get(writes[n].write.lease.job_id)
             if seq is not None:
                 seqs[n] = seq
     return seqs
-
-
-def _write_row(write: WorkerWrite, events: int, now: float) -> list[Any]:
-    """One write as an element of the fenced statements' ``:writes``."""
-    p = write_params(write, events, now)
-    row = [p["id"], p["attempt"], p["events"], p["progress"], p["set_checkpoint"], p["checkpoint"]]
-    if write.status is not None:
-        row += [p["result"], p["error"], p["prompt"], p["run_at"], p["hand_back"]]
-    return row
 
 
 def _cancel_requested(conn: sqlite3.Connection, lease: Lease) -> bool:
@@ -629,7 +736,7 @@ def _sweep(conn: sqlite3.Connection, now: float, cancel_grace: float) -> SweepRe
         overdue(job_id, attempt)
         for job_id, attempt in conn.execute(Q["overdue_cancels"], (now - cancel_grace,)).fetchall()
     ]
-    accepted = _record_all(conn, now, writes)
+    accepted = _record_all(conn, now, [_Prepared.of(write) for write in writes])
     conn.execute(Q["forget_workers"], (now - 86400.0,))
     conn.execute(Q["forget_starts"], (now - LONGEST_RATE_WINDOW,))
     return sweep_result(writes, accepted)

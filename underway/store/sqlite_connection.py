@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -13,6 +14,7 @@ except ImportError:  # pragma: no cover - not POSIX: SQLite's own busy handler s
     fcntl = None  # type: ignore[assignment]
 
 BUSY_TIMEOUT = 30.0
+_pwrite = getattr(os, "pwrite", None)
 
 try:
     from inotify_simple import INotify, flags
@@ -30,19 +32,42 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class FileLock:
-    """An exclusive ``flock`` held while writing, shared by every process using the database.
+    """The writers' lock: an exclusive ``flock`` held while writing, shared by every process using
+    the database, and a mutex for the threads of this process (``flock`` locks belong to an open
+    file, not to a thread).
 
     The kernel hands the lock to the next waiter the moment it is released, where SQLite's
     busy handler would sleep 1, 2, 5, 10… ms between tries. A process that dies releases it.
-    The same file is the stores' doorbell: a writer calls :meth:`ring` after each commit.
+    It may be released by another thread than the one that took it. The same file is the
+    stores' doorbell: a writer calls :meth:`ring` after each commit.
     """
 
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._mutex = threading.Lock()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._mutex.acquire(blocking):
+            return False
+        if fcntl is None:
+            return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._mutex.release()
+            return False
+        except BaseException:
+            self._mutex.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        if fcntl is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._mutex.release()
 
     def __enter__(self) -> None:
-        if fcntl is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.acquire()
 
     def __exit__(
         self,
@@ -50,12 +75,12 @@ class FileLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if fcntl is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self.release()
 
     def ring(self) -> None:
         """Tell every :class:`CommitDoorbell` on the database that a commit is visible now."""
-        os.pwrite(self._fd, b"\0", 0)
+        if _pwrite is not None:  # POSIX; elsewhere there is no inotify to ring anyway
+            _pwrite(self._fd, b"\0", 0)
 
     def close(self) -> None:
         os.close(self._fd)
