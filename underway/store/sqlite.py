@@ -370,7 +370,12 @@ class SQLiteStore:
     # -- submitting ------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
-        return await self._write(lambda conn, now: _enqueue(conn, now, jobs), rows=len(jobs))
+        now, stored = await self._write(lambda conn, now: (now, _enqueue(conn, now, jobs)), rows=len(jobs))
+        # The records of the jobs just inserted are built after the commit: nobody waits for that.
+        return [
+            new_job(j, now) if existing is None else existing
+            for j, existing in zip(jobs, stored, strict=True)
+        ]
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -512,17 +517,10 @@ class SQLiteStore:
 # -- transactions (run inside BEGIN IMMEDIATE) ----------------------------------------------------
 
 
-def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> list[Job]:
-    stored: list[Job] = []
-    fresh: list[NewJob] = []
-    for j in jobs:
-        existing = _by_idempotency_key(conn, j)
-        if existing is None:
-            fresh.append(j)
-            stored.append(new_job(j, now))
-        else:
-            stored.append(existing)
-    _insert_jobs(conn, now, fresh)
+def _enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> list[Job | None]:
+    """Insert ``jobs``; for each, the job already stored under its idempotency key, or None."""
+    stored = [_by_idempotency_key(conn, j) for j in jobs]
+    _insert_jobs(conn, now, [j for j, existing in zip(jobs, stored, strict=True) if existing is None])
     return stored
 
 
