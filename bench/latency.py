@@ -4,8 +4,9 @@ Each run, on a fresh SQLite file per variant: one ``underway worker --concurrenc
 subprocess; the benchmark process does ``job = await noop.submit()`` then
 ``await app.wait(job.id)``, 50 times to warm up and then 500 times, timed. Variants:
 
-* ``default``: as shipped (poll_interval 1 ms; on Linux, inotify on the file writers touch after each commit wakes
-  waiters at each commit and the ``PRAGMA data_version`` poll is only a 100 ms safety net);
+* ``default``: as shipped (poll_interval 1 ms; on Linux, inotify on ``<db>-lock``, which
+  writers touch after each commit, wakes waiters and the ``PRAGMA data_version`` poll is only a
+  100 ms safety net);
 * ``poll 5ms``: ``UNDERWAY_POLL_INTERVAL=5ms`` in both processes;
 * ``no inotify``: inotify disabled in both processes, so changes by the other process are
   found by polling ``PRAGMA data_version`` every 1 ms (what happens where inotify is missing).
