@@ -106,13 +106,13 @@ async def test_the_wal_file_stays_small_while_two_stores_write_without_pause(
     padding = "x" * 2000
 
     async def write(store: SQLiteStore, name: str) -> None:
-        for n in range(400):
+        for n in range(600):
             job = NewJob(id=f"{name}-{n:04d}", queue="default", task="t", args={"pad": padding}, run_at=0.0)
             await store.enqueue([job])
 
     with anyio.fail_after(60):
         await asyncio.gather(*(write(store, name) for store, name in zip(pair, "ab", strict=True)))
     wal = await anyio.Path(f"{pair[0].path}-wal").stat()
-    # 800 commits of a 2 KB job and its event: ~37 MB if the checkpoints never complete, 2-3 MB
-    # when they do (each catches up with the commits made while it waited for its turn).
-    assert wal.st_size < 8_000_000, f"the WAL file grew to {wal.st_size} bytes"
+    # 1,200 commits of a 2 KB job and its event: ~55 MB if the checkpoints never complete, about
+    # 1,000 pages (4 MB) per store between checkpoints when they do.
+    assert wal.st_size < 16_000_000, f"the WAL file grew to {wal.st_size} bytes"

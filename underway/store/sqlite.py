@@ -74,8 +74,9 @@ T = TypeVar("T")
 QUICK_READ_BUSY_MS = 20
 #: Writes of at most this many rows run on the event loop's thread (see ``_write``).
 INLINE_ROWS = 200
-#: Connections on event loops leave checkpoints to the writer thread, once per this many commits.
-CHECKPOINT_EVERY = 32
+#: Connections on event loops leave checkpoints to the writer thread, about once per this many
+#: pages written to the WAL (SQLite's own automatic checkpoints use 1,000).
+CHECKPOINT_PAGES = 1000
 Q = sql.queries("sqlite")
 _TERMINAL = tuple(s.value for s in TERMINAL)
 _ACTIVE = tuple(s.value for s in ACTIVE)
@@ -111,7 +112,11 @@ class SQLiteStore:
         self._loop_writers: WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Connection] = (
             WeakKeyDictionary()
         )
+        #: Commits of the loops' connections since the last checkpoint, and how many should
+        #: come between two (adjusted to what each checkpoint found in the WAL).
         self._commits_here = 0
+        self._checkpoint_every = 32
+        self._checkpointing = False
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._opened = False
@@ -276,7 +281,8 @@ class SQLiteStore:
             self._lock.release()
         if done[1]:
             self._commits_here += 1
-            if self._commits_here % CHECKPOINT_EVERY == 0:
+            if self._commits_here >= self._checkpoint_every and not self._checkpointing:
+                self._checkpointing = True
                 self._writer.submit(self._checkpoint)
         return done
 
@@ -318,15 +324,25 @@ class SQLiteStore:
     def _checkpoint(self) -> None:
         """Copy the WAL back into the database, holding the writers' lock: then no commit comes
         in meanwhile, the checkpoint completes, and the next write starts the WAL file over
-        instead of making it longer (without the lock it grew past 100 MB in a benchmark)."""
+        instead of making it longer (without the lock it grew past 100 MB in a benchmark).
+
+        The next one comes after twice as many commits if this one found less than half of
+        ``CHECKPOINT_PAGES`` in the WAL, and after half as many if it found more."""
+        self._commits_here = 0
         lock = self._lock
-        if lock is None:  # closed meanwhile
-            return
         try:
+            if lock is None:  # closed meanwhile
+                return
             with lock:
-                self._writer_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:  # busy, say: the next one will do
-            pass
+                busy, pages, _ = self._writer_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:  # the next one will do
+            return
+        finally:
+            self._checkpointing = False
+        if not busy and pages < CHECKPOINT_PAGES // 2:
+            self._checkpoint_every = min(self._checkpoint_every * 2, 1024)
+        elif pages > CHECKPOINT_PAGES:
+            self._checkpoint_every = max(self._checkpoint_every // 2, 1)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(self._readers, lambda: fn(self._reader_conn()))
