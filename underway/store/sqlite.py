@@ -71,7 +71,7 @@ from .sqlite_connection import CommitDoorbell, FileLock, connect, lock_path
 T = TypeVar("T")
 #: How long a read or a write on the event loop's thread may wait for a busy database before it
 #: moves to a thread.
-QUICK_READ_BUSY_MS = 20
+QUICK_BUSY_MS = 20
 #: Writes of at most this many rows run on the event loop's thread (see ``_write``).
 INLINE_ROWS = 200
 #: Connections on event loops leave checkpoints to the writer thread, about once per this many
@@ -265,8 +265,8 @@ class SQLiteStore:
         conn = self._loop_writers.get(loop)
         if conn is None:
             conn = self._loop_writers[loop] = self._connect()
-            conn.execute(f"PRAGMA busy_timeout = {QUICK_READ_BUSY_MS}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # a checkpoint syncs the disk: see _finish
+            conn.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # it would sync the disk here: see _checkpoint
         await self._hold_lock()
         assert self._lock is not None
         try:
@@ -362,7 +362,7 @@ class SQLiteStore:
         conn = self._loop_connections.get(loop)
         if conn is None:
             conn = self._loop_connections[loop] = self._connect()
-            conn.execute(f"PRAGMA busy_timeout = {QUICK_READ_BUSY_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
         try:
             return fn(conn)
         except sqlite3.OperationalError:
