@@ -211,6 +211,12 @@ class SQLiteStore:
             self._connections.append(conn)
         return conn
 
+    def _connect_quick(self) -> sqlite3.Connection:
+        """A connection for an event loop's thread: it waits only briefly for a busy database."""
+        conn = self._connect()
+        conn.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
+        return conn
+
     def _writer_conn(self) -> sqlite3.Connection:
         if self._write_conn is None:
             self._write_conn = self._connect()
@@ -264,8 +270,7 @@ class SQLiteStore:
         """``fn`` in a transaction on this thread; ``None`` if SQLite is busy."""
         conn = self._loop_writers.get(loop)
         if conn is None:
-            conn = self._loop_writers[loop] = self._connect()
-            conn.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
+            conn = self._loop_writers[loop] = self._connect_quick()
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # it would sync the disk here: see _checkpoint
         await self._hold_lock()
         assert self._lock is not None
@@ -361,8 +366,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         conn = self._loop_connections.get(loop)
         if conn is None:
-            conn = self._loop_connections[loop] = self._connect()
-            conn.execute(f"PRAGMA busy_timeout = {QUICK_BUSY_MS}")
+            conn = self._loop_connections[loop] = self._connect_quick()
         try:
             return fn(conn)
         except sqlite3.OperationalError:
