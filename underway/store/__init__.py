@@ -6,6 +6,7 @@ from ..exceptions import ConfigError
 from .base import (
     BATCH_STATUSES,
     UNSET,
+    ApiKey,
     Batch,
     Finished,
     Heartbeat,
@@ -23,6 +24,7 @@ from .base import (
 __all__ = [
     "BATCH_STATUSES",
     "UNSET",
+    "ApiKey",
     "Batch",
     "Finished",
     "Heartbeat",

@@ -6,7 +6,7 @@ Methods are at the level of the domain (claim, heartbeat, record…); every rule
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -192,6 +192,22 @@ class Finished:
     longest_seconds: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    """A built-in API key as stored: never the secret, only its keyed hash."""
+
+    id: str
+    owner: str
+    role: str  #: ``user`` or ``admin``
+    digest: str  #: hex HMAC-SHA256 of the secret (computed by the caller)
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """What a heartbeat learnt: leases this worker lost, and jobs asked to stop."""
@@ -252,8 +268,11 @@ class Store(Protocol):
 
     async def get_batch(self, batch_id: str) -> Batch | None: ...
 
-    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
-        """Batches, newest first; ``before`` is the last id of the previous page."""
+    async def list_batches(
+        self, *, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[Batch]:
+        """Batches (only ``owner``'s if given), newest first; ``before`` is the last id of the
+        previous page."""
 
     async def pause_batch(self, batch_id: str, paused: bool) -> Batch:
         """Stop (or resume) claiming the batch's queued items; running ones go on."""
@@ -264,8 +283,11 @@ class Store(Protocol):
     async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
         """Queue the finished jobs matching the filter again, each with ``extra_attempts`` more."""
 
-    async def queues(self) -> list[QueueInfo]:
-        """Every queue that has jobs or controls."""
+    async def queues(self, owner: str | None = None) -> list[QueueInfo]:
+        """Every queue that has jobs or controls.
+
+        With ``owner``: the queues where that owner has jobs, counting only those jobs (the
+        controls are the queue's own)."""
 
     async def set_queue(
         self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
@@ -314,12 +336,38 @@ class Store(Protocol):
     async def stats(self) -> dict[str, dict[str, int]]:
         """Job counts: ``{queue: {status: count}}``."""
 
-    async def finished_since(self, since: float) -> list[Finished]:
-        """Jobs that ended at or after ``since`` (epoch seconds), by queue and final status."""
+    async def finished_since(self, since: float, owner: str | None = None) -> list[Finished]:
+        """Jobs (only ``owner``'s if given) that ended at or after ``since`` (epoch seconds), by
+        queue and final status."""
 
     async def workers(self, seen_within: float) -> list[WorkerInfo]: ...
 
     async def remove_worker(self, worker_id: str) -> None: ...
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        """Store a new key (a ``StoreError`` if its id is taken)."""
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not: a primary key read, made on every request."""
+
+    async def api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+
+    async def revoke_api_key(self, key_id: str, at: float) -> ApiKey | None:
+        """Mark the key revoked at ``at`` (a key revoked before keeps its time); None if unknown."""
+
+    async def revoked_api_keys(self, key_ids: Sequence[str]) -> frozenset[str]:
+        """Those of ``key_ids`` that are revoked or do not exist, in one query."""
+
+    async def has_api_keys(self) -> bool:
+        """Whether any key that is not revoked exists."""
+
+    async def secret(self, name: str, make: Callable[[], str]) -> str:
+        """The value stored under ``name``; if none, ``make()`` is stored and returned. Stores
+        racing to make one all return the one that was stored first."""
+
+    async def set_secret(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name``, replacing any value stored before."""
 
     def change_token(self) -> int:
         """A value that changes whenever anything may have changed in the store."""

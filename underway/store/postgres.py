@@ -34,6 +34,7 @@ from ..jobs import ACTIVE, TERMINAL, Job, Status
 from . import sql
 from .base import (
     UNSET,
+    ApiKey,
     Batch,
     Finished,
     Heartbeat,
@@ -52,6 +53,8 @@ from .rows import (
     Candidate,
     Usage,
     after_cancel,
+    api_key_from_row,
+    api_key_params,
     batch_of,
     choose,
     counts_by_queue,
@@ -59,6 +62,7 @@ from .rows import (
     expired,
     finished_from_rows,
     idempotency_conflict,
+    idempotency_scope,
     job_from_row,
     limited,
     move_sources,
@@ -561,11 +565,15 @@ class PostgresStore:
     async def get_batch(self, batch_id: str) -> Batch | None:
         return await self._read(lambda conn: _find_batch(_Tx(conn, time.time()), batch_id))
 
-    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
+    async def list_batches(
+        self, *, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[Batch]:
+        query = Q["list_batches" if owner is None else "list_batches_of_owner"]
+        params = {"before": before or "~", "limit": limit, "owner": owner}
+
         def read(conn: psycopg.Connection[Any]) -> list[Batch]:
             tx = _Tx(conn, time.time())
-            rows = tx.all(Q["list_batches"], {"before": before or "~", "limit": limit})
-            return [_batch_of(tx, row) for row in rows]
+            return [_batch_of(tx, row) for row in tx.all(query, params)]
 
         return await self._read(read)
 
@@ -578,8 +586,8 @@ class PostgresStore:
     async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
         return await self._write(lambda tx, now: _retry_jobs(tx, now, job_filter, extra_attempts))
 
-    async def queues(self) -> list[QueueInfo]:
-        return await self._read(lambda conn: _queues(_Tx(conn, time.time()), time.time()))
+    async def queues(self, owner: str | None = None) -> list[QueueInfo]:
+        return await self._read(lambda conn: _queues(_Tx(conn, time.time()), time.time(), owner))
 
     async def set_queue(
         self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
@@ -626,13 +634,54 @@ class PostgresStore:
         assert row is not None
         return int(row["position"])
 
-    async def finished_since(self, since: float) -> list[Finished]:
-        rows = await self._read(lambda conn: conn.execute(Q["finished_since"], {"since": since}).fetchall())
+    async def finished_since(self, since: float, owner: str | None = None) -> list[Finished]:
+        query = Q["finished_since" if owner is None else "finished_since_of_owner"]
+        params = {"since": since, "owner": owner}
+        rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
         return finished_from_rows(rows)
 
     async def stats(self) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())
         return counts_by_queue(rows)
+
+    # -- API keys and secrets --------------------------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        await self._write(lambda tx, now: tx.run(Q["insert_api_key"], api_key_params(key)))
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        row = await self._read(lambda conn: conn.execute(Q["get_api_key"], {"id": key_id}).fetchone())
+        return None if row is None else api_key_from_row(row)
+
+    async def api_keys(self) -> list[ApiKey]:
+        rows = await self._read(lambda conn: conn.execute(Q["api_keys"]).fetchall())
+        return [api_key_from_row(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, at: float) -> ApiKey | None:
+        row = await self._write(lambda tx, now: tx.one(Q["revoke_api_key"], {"id": key_id, "at": at}))
+        return None if row is None else api_key_from_row(row)
+
+    async def revoked_api_keys(self, key_ids: Sequence[str]) -> frozenset[str]:
+        if not key_ids:
+            return frozenset()
+        params = {"ids": list(key_ids)}
+        rows = await self._read(lambda conn: conn.execute(Q["revoked_api_keys"], params).fetchall())
+        return frozenset(row["id"] for row in rows)
+
+    async def has_api_keys(self) -> bool:
+        row = await self._read(lambda conn: conn.execute(Q["has_api_keys"]).fetchone())
+        return bool(row and row["found"])
+
+    async def secret(self, name: str, make: Callable[[], str]) -> str:
+        row = await self._read(lambda conn: conn.execute(Q["get_secret"], {"name": name}).fetchone())
+        if row is not None:
+            return str(row["value"])
+        value = make()
+        return await self._write(lambda tx, now: _secret(tx, now, name, value))
+
+    async def set_secret(self, name: str, value: str) -> None:
+        params = {"name": name, "value": value}
+        await self._write(lambda tx, now: tx.run(Q["set_secret"], {**params, "now": now}))
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -678,9 +727,9 @@ def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
     if len(jobs) >= COPY_FROM and all(j.idempotency_key is None for j in jobs):
         _copy_jobs(tx, now, jobs)
         return [new_job(j, now) for j in jobs]
-    keyed = {j.idempotency_key: j for j in jobs if j.idempotency_key is not None}
+    keyed = {scope: j for j in jobs if (scope := idempotency_scope(j)) is not None}
     existing = _by_idempotency_keys(tx, keyed)
-    fresh = [j for j in jobs if j.idempotency_key not in existing]
+    fresh = [j for j in jobs if idempotency_scope(j) not in existing]
     inserted = {
         row["id"]
         for row in tx.all(
@@ -706,13 +755,13 @@ def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
             },
         )
     }
-    raced = {j.idempotency_key: j for j in fresh if j.id not in inserted and j.idempotency_key is not None}
+    raced = {scope: j for j in fresh if j.id not in inserted and (scope := idempotency_scope(j)) is not None}
     existing.update(_by_idempotency_keys(tx, raced))  # stored by a concurrent submission meanwhile
     if inserted:
         tx.changed = True
         queued = status_event(Status.QUEUED, 0)
         tx.append((j.id, 1, queued) for j in fresh if j.id in inserted)
-    return [new_job(j, now) if j.id in inserted else existing[j.idempotency_key] for j in jobs]
+    return [new_job(j, now) if j.id in inserted else existing[idempotency_scope(j)] for j in jobs]
 
 
 def _copy_jobs(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> None:
@@ -759,17 +808,20 @@ def _copy_events(tx: _Tx) -> None:
             copy.write_row((job_id, seq, event.type.value, tx.now, data))
 
 
-def _by_idempotency_keys(tx: _Tx, keyed: dict[str, NewJob]) -> dict[str | None, Job]:
-    """The jobs already stored under these keys; a conflict if one asks for something else."""
+def _by_idempotency_keys(tx: _Tx, keyed: dict[tuple[str, str], NewJob]) -> dict[tuple[str, str] | None, Job]:
+    """The jobs already stored under these (owner, key) scopes (see ``idempotency_scope``); a
+    conflict if one asks for something else."""
     if not keyed:
         return {}
-    found = {}
-    for row in tx.all(Q["job_by_idempotency_keys"], {"keys": list(keyed)}):
+    params = {"owners": [owner for owner, _ in keyed], "keys": [key for _, key in keyed]}
+    found: dict[tuple[str, str] | None, Job] = {}
+    for row in tx.all(Q["job_by_idempotency_keys"], params):
         job = job_from_row(row)
-        new = keyed[job.idempotency_key or ""]
+        scope = (job.owner or "", row["idempotency_key"])
+        new = keyed[scope]
         if not same_submission(job, new):
             raise idempotency_conflict(job, new)
-        found[job.idempotency_key] = job
+        found[scope] = job
     return found
 
 
@@ -992,10 +1044,13 @@ def _retry_jobs(tx: _Tx, now: float, job_filter: JobFilter, extra: int) -> list[
     return jobs
 
 
-def _queues(tx: _Tx, now: float) -> list[QueueInfo]:
-    return queue_infos(
-        tx.all(Q["stats"]), tx.all(Q["oldest_due"], {"now": now}), tx.all(Q["all_queue_controls"])
-    )
+def _queues(tx: _Tx, now: float, owner: str | None = None) -> list[QueueInfo]:
+    controls = tx.all(Q["all_queue_controls"])
+    if owner is None:
+        return queue_infos(tx.all(Q["stats"]), tx.all(Q["oldest_due"], {"now": now}), controls)
+    stats = tx.all(Q["stats_of_owner"], {"owner": owner})
+    oldest = tx.all(Q["oldest_due_of_owner"], {"now": now, "owner": owner})
+    return queue_infos(stats, oldest, controls, with_jobs_only=True)
 
 
 def _set_queue(tx: _Tx, now: float, name: str, paused: bool | None, concurrency: int | None) -> QueueInfo:
@@ -1060,6 +1115,14 @@ def _delete(tx: _Tx, job_id: str) -> None:
         )
     tx.changed = True
     tx.run(Q["delete_events"], {"ids": [job_id]})
+
+
+def _secret(tx: _Tx, now: float, name: str, value: str) -> str:
+    """Store ``value`` under ``name`` unless a value is there already; the value stored."""
+    tx.run(Q["add_secret"], {"name": name, "value": value, "now": now})
+    row = tx.one(Q["get_secret"], {"name": name})
+    assert row is not None  # stored by this transaction or by one committed before
+    return str(row["value"])
 
 
 def _get(tx: _Tx, job_id: str, *, lock: bool = False) -> Job:

@@ -15,7 +15,18 @@ from typing import Any
 from ..events import Event, EventType, NewEvent, dumps, prompt_event, status_event
 from ..exceptions import IdempotencyConflict
 from ..jobs import ACTIVE, Job, Status, sources_of
-from .base import UNSET, Batch, Finished, Lease, NewJob, QueueInfo, SweepResult, WorkerInfo, WorkerWrite
+from .base import (
+    UNSET,
+    ApiKey,
+    Batch,
+    Finished,
+    Lease,
+    NewJob,
+    QueueInfo,
+    SweepResult,
+    WorkerInfo,
+    WorkerWrite,
+)
 
 Row = Mapping[str, Any]
 
@@ -109,6 +120,14 @@ def job_params(j: NewJob) -> tuple[Any, ...]:
         j.rate_per,
         j.idempotency_key,
     )
+
+
+def idempotency_scope(job: Job | NewJob) -> tuple[str, str] | None:
+    """Where a job's idempotency key is unique: ``(owner, key)``, no owner being ``""`` as in
+    the unique index; None without a key."""
+    if job.idempotency_key is None:
+        return None
+    return job.owner or "", job.idempotency_key
 
 
 def same_submission(existing: Job, new: NewJob) -> bool:
@@ -401,12 +420,15 @@ def counts_by_queue(rows: Sequence[Row]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def queue_infos(stats: Sequence[Row], oldest_due: Sequence[Row], controls: Sequence[Row]) -> list[QueueInfo]:
-    """Every queue that has jobs or controls, from the rows of ``stats``, ``oldest_due`` and
-    ``all_queue_controls``."""
+def queue_infos(
+    stats: Sequence[Row], oldest_due: Sequence[Row], controls: Sequence[Row], *, with_jobs_only: bool = False
+) -> list[QueueInfo]:
+    """Every queue that has jobs or controls (only jobs, ``with_jobs_only``), from the rows of
+    ``stats``, ``oldest_due`` and ``all_queue_controls``."""
     counts = counts_by_queue(stats)
     oldest = {row["queue"]: row["oldest"] for row in oldest_due}
     control = {row["name"]: row for row in controls}
+    names = set(counts) if with_jobs_only else {*counts, *control}
     return [
         QueueInfo(
             name=name,
@@ -415,7 +437,7 @@ def queue_infos(stats: Sequence[Row], oldest_due: Sequence[Row], controls: Seque
             counts=counts.get(name, {}),
             oldest_queued_at=oldest.get(name),
         )
-        for name in sorted({*counts, *control})
+        for name in sorted(names)
     ]
 
 
@@ -426,4 +448,29 @@ def batch_of(row: Row, parts: Sequence[Row]) -> Batch:
     ended = [p["ended"] for p in parts if p["ended"] is not None]
     return batch_from_row(
         row, {p["status"]: p["n"] for p in parts}, min(started, default=None), max(ended, default=None)
+    )
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+def api_key_params(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "owner": key.owner,
+        "role": key.role,
+        "digest": key.digest,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def api_key_from_row(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        owner=row["owner"],
+        role=row["role"],
+        digest=row["digest"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
     )

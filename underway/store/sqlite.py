@@ -27,6 +27,7 @@ from ..jobs import ACTIVE, TERMINAL, Job, Status
 from . import sql
 from .base import (
     UNSET,
+    ApiKey,
     Batch,
     Finished,
     Heartbeat,
@@ -44,6 +45,8 @@ from .rows import (
     LONGEST_RATE_WINDOW,
     Candidate,
     after_cancel,
+    api_key_from_row,
+    api_key_params,
     batch_of,
     choose,
     counts_by_queue,
@@ -466,10 +469,14 @@ class SQLiteStore:
     async def get_batch(self, batch_id: str) -> Batch | None:
         return await self._read(lambda conn: _find_batch(conn, batch_id))
 
-    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
+    async def list_batches(
+        self, *, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[Batch]:
+        query = Q["list_batches" if owner is None else "list_batches_of_owner"]
+        params = {"before": before or "~", "limit": limit, "owner": owner}
+
         def read(conn: sqlite3.Connection) -> list[Batch]:
-            rows = conn.execute(Q["list_batches"], {"before": before or "~", "limit": limit}).fetchall()
-            return [_batch_of(conn, row) for row in rows]
+            return [_batch_of(conn, row) for row in conn.execute(query, params).fetchall()]
 
         return await self._read(read)
 
@@ -484,8 +491,8 @@ class SQLiteStore:
             lambda conn, now: _retry_jobs(conn, now, job_filter, extra_attempts), rows=INLINE_ROWS + 1
         )
 
-    async def queues(self) -> list[QueueInfo]:
-        return await self._read(lambda conn: _queues(conn, time.time()))
+    async def queues(self, owner: str | None = None) -> list[QueueInfo]:
+        return await self._read(lambda conn: _queues(conn, time.time(), owner))
 
     async def set_queue(
         self, name: str, *, paused: bool | None = None, concurrency: int | None = UNSET
@@ -531,13 +538,55 @@ class SQLiteStore:
         row = await self._quick_read(lambda conn: conn.execute(Q["feed_position"]).fetchone())
         return int(row[0])
 
-    async def finished_since(self, since: float) -> list[Finished]:
-        rows = await self._read(lambda conn: conn.execute(Q["finished_since"], (since,)).fetchall())
+    async def finished_since(self, since: float, owner: str | None = None) -> list[Finished]:
+        query = Q["finished_since" if owner is None else "finished_since_of_owner"]
+        params = {"since": since, "owner": owner}
+        rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
         return finished_from_rows(rows)
 
     async def stats(self) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())
         return counts_by_queue(rows)
+
+    # -- API keys and secrets --------------------------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        await self._write(lambda conn, now: conn.execute(Q["insert_api_key"], api_key_params(key)))
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        row = await self._quick_read(lambda conn: conn.execute(Q["get_api_key"], (key_id,)).fetchone())
+        return None if row is None else api_key_from_row(row)
+
+    async def api_keys(self) -> list[ApiKey]:
+        rows = await self._read(lambda conn: conn.execute(Q["api_keys"]).fetchall())
+        return [api_key_from_row(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, at: float) -> ApiKey | None:
+        params = {"id": key_id, "at": at}
+        row = await self._write(lambda conn, now: conn.execute(Q["revoke_api_key"], params).fetchone())
+        return None if row is None else api_key_from_row(row)
+
+    async def revoked_api_keys(self, key_ids: Sequence[str]) -> frozenset[str]:
+        if not key_ids:
+            return frozenset()
+        ids = (dumps(list(key_ids)),)
+        rows = await self._quick_read(lambda conn: conn.execute(Q["revoked_api_keys"], ids).fetchall())
+        return frozenset(row[0] for row in rows)
+
+    async def has_api_keys(self) -> bool:
+        row = await self._quick_read(lambda conn: conn.execute(Q["has_api_keys"]).fetchone())
+        return bool(row[0])
+
+    async def secret(self, name: str, make: Callable[[], str]) -> str:
+        row = await self._quick_read(lambda conn: conn.execute(Q["get_secret"], (name,)).fetchone())
+        if row is not None:
+            return str(row[0])
+        value = make()
+        return await self._write(lambda conn, now: _secret(conn, now, name, value))
+
+    async def set_secret(self, name: str, value: str) -> None:
+        params = {"name": name, "value": value}
+        await self._write(lambda conn, now: conn.execute(Q["set_secret"], {**params, "now": now}))
 
 
 # -- transactions (run inside BEGIN IMMEDIATE) ----------------------------------------------------
@@ -561,7 +610,9 @@ def _by_idempotency_key(conn: sqlite3.Connection, new: NewJob) -> Job | None:
     """The job already stored under ``new``'s idempotency key, if it asks for the same."""
     if new.idempotency_key is None:
         return None
-    row = conn.execute(Q["job_by_idempotency_key"], (new.idempotency_key,)).fetchone()
+    row = conn.execute(
+        Q["job_by_idempotency_key"], {"owner": new.owner, "key": new.idempotency_key}
+    ).fetchone()
     if row is None:
         return None
     existing = job_from_row(row)
@@ -920,12 +971,14 @@ def _retry_jobs(conn: sqlite3.Connection, now: float, job_filter: JobFilter, ext
     return jobs
 
 
-def _queues(conn: sqlite3.Connection, now: float) -> list[QueueInfo]:
-    return queue_infos(
-        conn.execute(Q["stats"]).fetchall(),
-        conn.execute(Q["oldest_due"], (now,)).fetchall(),
-        conn.execute(Q["all_queue_controls"]).fetchall(),
-    )
+def _queues(conn: sqlite3.Connection, now: float, owner: str | None = None) -> list[QueueInfo]:
+    controls = conn.execute(Q["all_queue_controls"]).fetchall()
+    if owner is None:
+        stats = conn.execute(Q["stats"]).fetchall()
+        return queue_infos(stats, conn.execute(Q["oldest_due"], (now,)).fetchall(), controls)
+    stats = conn.execute(Q["stats_of_owner"], (owner,)).fetchall()
+    oldest = conn.execute(Q["oldest_due_of_owner"], {"now": now, "owner": owner}).fetchall()
+    return queue_infos(stats, oldest, controls, with_jobs_only=True)
 
 
 def _set_queue(
@@ -942,6 +995,12 @@ def _set_queue(
         },
     )
     return next(q for q in _queues(conn, now) if q.name == name)
+
+
+def _secret(conn: sqlite3.Connection, now: float, name: str, value: str) -> str:
+    """Store ``value`` under ``name`` unless a value is there already; the value stored."""
+    conn.execute(Q["add_secret"], {"name": name, "value": value, "now": now})
+    return str(conn.execute(Q["get_secret"], (name,)).fetchone()[0])
 
 
 def _get(conn: sqlite3.Connection, job_id: str) -> Job:

@@ -16,7 +16,7 @@ FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(args)s::te
             %(idempotency_keys)s::text[])
      AS new (id, queue, task, args, priority, run_at, max_attempts, timeout, owner, labels,
              batch_id, limit_key, limit_concurrency, rate_count, rate_per, idempotency_key)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ON CONFLICT ((COALESCE(owner, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
 -- name: copy_jobs
@@ -27,7 +27,10 @@ COPY underway_jobs (id, queue, task, args, status, priority, run_at, max_attempt
 FROM STDIN;
 
 -- name: job_by_idempotency_keys
-SELECT * FROM underway_jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
+-- The jobs stored under these (owner, key) pairs, no owner being '' as in the unique index.
+SELECT j.* FROM unnest(%(owners)s::text[], %(keys)s::text[]) AS k (owner, key)
+JOIN underway_jobs AS j ON COALESCE(j.owner, '') = k.owner AND j.idempotency_key = k.key
+WHERE j.idempotency_key IS NOT NULL;
 
 -- name: insert_events
 INSERT INTO underway_events (job_id, seq, type, at, data)
@@ -295,6 +298,15 @@ FROM underway_jobs
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)s
 GROUP BY queue, status;
 
+-- name: finished_since_of_owner
+SELECT queue, status, count(*) AS n, count(started_at) AS ran,
+       coalesce(sum(finished_at - started_at), 0.0) AS busy,
+       coalesce(max(finished_at - started_at), 0.0) AS longest
+FROM underway_jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)s
+  AND owner = %(owner)s
+GROUP BY queue, status;
+
 -- name: insert_batch
 INSERT INTO underway_batches (id, name, task, queue, owner, labels, total, created_at, updated_at)
 VALUES (%(id)s, %(name)s, %(task)s, %(queue)s, %(owner)s, %(labels)s::jsonb, %(total)s, %(now)s,
@@ -311,6 +323,12 @@ GROUP BY status;
 
 -- name: list_batches
 SELECT * FROM underway_batches WHERE id < %(before)s ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: list_batches_of_owner
+SELECT * FROM underway_batches
+WHERE owner = %(owner)s AND id < %(before)s
+ORDER BY id DESC
+LIMIT %(limit)s;
 
 -- name: pause_batch
 UPDATE underway_batches SET paused = %(paused)s, updated_at = %(now)s WHERE id = %(id)s RETURNING id;
@@ -339,6 +357,14 @@ SELECT queue, min(run_at) AS oldest FROM underway_jobs
 WHERE status = 'queued' AND run_at <= %(now)s
 GROUP BY queue;
 
+-- name: stats_of_owner
+SELECT queue, status, count(*) AS n FROM underway_jobs WHERE owner = %(owner)s GROUP BY queue, status;
+
+-- name: oldest_due_of_owner
+SELECT queue, min(run_at) AS oldest FROM underway_jobs
+WHERE status = 'queued' AND run_at <= %(now)s AND owner = %(owner)s
+GROUP BY queue;
+
 -- name: all_queue_controls
 SELECT name, paused, concurrency FROM underway_queues;
 
@@ -359,3 +385,41 @@ WHERE id IN (
       AND NOT EXISTS (SELECT 1 FROM underway_jobs AS j WHERE j.batch_id = b.id)
     LIMIT %(limit)s
 );
+
+
+-- name: insert_api_key
+INSERT INTO underway_api_keys (id, owner, role, digest, created_at, revoked_at)
+VALUES (%(id)s, %(owner)s, %(role)s, %(digest)s, %(created_at)s, %(revoked_at)s);
+
+-- name: get_api_key
+SELECT * FROM underway_api_keys WHERE id = %(id)s;
+
+-- name: api_keys
+SELECT * FROM underway_api_keys ORDER BY created_at, id;
+
+-- name: revoke_api_key
+-- A key revoked before keeps the time it was first revoked.
+UPDATE underway_api_keys SET revoked_at = coalesce(revoked_at, %(at)s)
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: revoked_api_keys
+-- Of these ids, those that are revoked or unknown.
+SELECT k.id FROM unnest(%(ids)s::text[]) AS k (id)
+WHERE NOT EXISTS (SELECT 1 FROM underway_api_keys AS a WHERE a.id = k.id AND a.revoked_at IS NULL);
+
+-- name: has_api_keys
+SELECT EXISTS (SELECT 1 FROM underway_api_keys WHERE revoked_at IS NULL) AS found;
+
+-- name: get_secret
+SELECT value FROM underway_secrets WHERE name = %(name)s;
+
+-- name: add_secret
+-- The first value stored under a name stays: a store that lost the race reads it back (a new
+-- statement, so it sees the winner's row once the winner committed).
+INSERT INTO underway_secrets (name, value, updated_at) VALUES (%(name)s, %(value)s, %(now)s)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: set_secret
+INSERT INTO underway_secrets (name, value, updated_at) VALUES (%(name)s, %(value)s, %(now)s)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;

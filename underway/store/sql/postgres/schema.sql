@@ -83,7 +83,8 @@ CREATE TABLE underway_workers (
 CREATE INDEX underway_jobs_by_batch ON underway_jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 CREATE INDEX underway_jobs_limited ON underway_jobs (limit_key)
     WHERE status = 'running' AND limit_key IS NOT NULL;
-CREATE UNIQUE INDEX underway_jobs_idempotency ON underway_jobs (idempotency_key)
+-- Unique per owner (since 0003): no owner counts as the owner ''.
+CREATE UNIQUE INDEX underway_jobs_idempotency ON underway_jobs ((COALESCE(owner, '')), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE underway_batches (
@@ -115,3 +116,22 @@ CREATE TABLE underway_starts (
     rate_per    double precision NOT NULL
 );
 CREATE INDEX underway_starts_by_key ON underway_starts (limit_key, at);
+
+-- API keys, signing secrets, and listing by owner (jobs without an owner are not indexed).
+CREATE TABLE underway_api_keys (
+    id          text PRIMARY KEY,
+    owner       text NOT NULL,
+    role        text NOT NULL CHECK (role IN ('user', 'admin')),
+    digest      text NOT NULL,
+    created_at  double precision NOT NULL,
+    revoked_at  double precision
+);
+
+CREATE TABLE underway_secrets (
+    name        text PRIMARY KEY,
+    value       text NOT NULL,
+    updated_at  double precision NOT NULL
+);
+
+CREATE INDEX underway_jobs_by_owner ON underway_jobs (owner, id) WHERE owner IS NOT NULL;
+CREATE INDEX underway_batches_by_owner ON underway_batches (owner, id) WHERE owner IS NOT NULL;

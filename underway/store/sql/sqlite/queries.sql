@@ -7,7 +7,8 @@ INSERT INTO jobs (id, queue, task, args, status, priority, run_at, max_attempts,
 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, 1);
 
 -- name: job_by_idempotency_key
-SELECT * FROM jobs WHERE idempotency_key = ?;
+-- The key is unique per owner, no owner counting as '' (the expression of jobs_idempotency).
+SELECT * FROM jobs WHERE COALESCE(owner, '') = COALESCE(:owner, '') AND idempotency_key = :key;
 
 -- name: insert_event
 INSERT INTO events (job_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?);
@@ -223,7 +224,15 @@ SELECT queue, status, count(*) AS n, count(started_at) AS ran,
        coalesce(sum(finished_at - started_at), 0.0) AS busy,
        coalesce(max(finished_at - started_at), 0.0) AS longest
 FROM jobs INDEXED BY jobs_finished
-WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= ?
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= :since
+GROUP BY queue, status;
+
+-- name: finished_since_of_owner
+SELECT queue, status, count(*) AS n, count(started_at) AS ran,
+       coalesce(sum(finished_at - started_at), 0.0) AS busy,
+       coalesce(max(finished_at - started_at), 0.0) AS longest
+FROM jobs INDEXED BY jobs_finished
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= :since AND owner = :owner
 GROUP BY queue, status;
 
 -- name: insert_batch
@@ -241,6 +250,9 @@ GROUP BY status;
 
 -- name: list_batches
 SELECT * FROM batches WHERE id < :before ORDER BY id DESC LIMIT :limit;
+
+-- name: list_batches_of_owner
+SELECT * FROM batches WHERE owner = :owner AND id < :before ORDER BY id DESC LIMIT :limit;
 
 -- name: pause_batch
 UPDATE batches SET paused = :paused, updated_at = :now WHERE id = :id RETURNING *;
@@ -265,6 +277,14 @@ SELECT queue, min(run_at) AS oldest FROM jobs INDEXED BY jobs_due
 WHERE status = 'queued' AND run_at <= ?
 GROUP BY queue;
 
+-- name: stats_of_owner
+SELECT queue, status, count(*) AS n FROM jobs WHERE owner = ? GROUP BY queue, status;
+
+-- name: oldest_due_of_owner
+SELECT queue, min(run_at) AS oldest FROM jobs
+WHERE status = 'queued' AND run_at <= :now AND owner = :owner
+GROUP BY queue;
+
 -- name: all_queue_controls
 SELECT name, paused, concurrency FROM queues;
 
@@ -284,3 +304,38 @@ WHERE id IN (
       AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id)
     LIMIT :limit
 );
+
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, owner, role, digest, created_at, revoked_at)
+VALUES (:id, :owner, :role, :digest, :created_at, :revoked_at);
+
+-- name: get_api_key
+SELECT * FROM api_keys WHERE id = ?;
+
+-- name: api_keys
+SELECT * FROM api_keys ORDER BY created_at, id;
+
+-- name: revoke_api_key
+-- A key revoked before keeps the time it was first revoked.
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, :at) WHERE id = :id RETURNING *;
+
+-- name: revoked_api_keys
+-- Of the ids in the JSON array, those that are revoked or unknown.
+SELECT value AS id FROM json_each(?)
+WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE api_keys.id = value AND revoked_at IS NULL);
+
+-- name: has_api_keys
+SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL);
+
+-- name: get_secret
+SELECT value FROM secrets WHERE name = ?;
+
+-- name: add_secret
+-- The first value stored under a name stays: a store that lost the race reads it back.
+INSERT INTO secrets (name, value, updated_at) VALUES (:name, :value, :now)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: set_secret
+INSERT INTO secrets (name, value, updated_at) VALUES (:name, :value, :now)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;

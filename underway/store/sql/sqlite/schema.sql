@@ -77,7 +77,9 @@ CREATE TABLE workers (
 -- Batches, queue controls, per-key limits and idempotency keys.
 CREATE INDEX jobs_by_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 CREATE INDEX jobs_limited ON jobs (limit_key) WHERE status = 'running' AND limit_key IS NOT NULL;
-CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Unique per owner (added by 0004): no owner counts as the owner ''.
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (COALESCE(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE batches (
     id          TEXT PRIMARY KEY,
@@ -108,3 +110,22 @@ CREATE TABLE starts (
     rate_per    REAL NOT NULL
 ) STRICT;
 CREATE INDEX starts_by_key ON starts (limit_key, at);
+
+-- API keys, signing secrets, and listing by owner (jobs without an owner are not indexed).
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+    digest      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    revoked_at  REAL
+) STRICT;
+
+CREATE TABLE secrets (
+    name        TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    updated_at  REAL NOT NULL
+) STRICT;
+
+CREATE INDEX jobs_by_owner ON jobs (owner, id) WHERE owner IS NOT NULL;
+CREATE INDEX batches_by_owner ON batches (owner, id) WHERE owner IS NOT NULL;
