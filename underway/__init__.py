@@ -4,14 +4,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .app import App
+from .auth import Principal, StreamToken
 from .batches import BatchView
 from .config import Settings
 from .context import Context, TaskTimeout
 from .events import Event, EventType
 from .exceptions import (
     BatchNotFound,
+    BatchTooLarge,
     Cancelled,
     ConfigError,
+    Forbidden,
     IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
@@ -21,6 +24,8 @@ from .exceptions import (
     ServerError,
     StoreError,
     TaskNotFound,
+    TooManyRequests,
+    Unauthenticated,
     UnderwayError,
 )
 from .jobs import Job, Status
@@ -41,6 +46,7 @@ __all__ = [
     "AsyncClient",
     "BatchNotFound",
     "BatchPage",
+    "BatchTooLarge",
     "BatchView",
     "Cancelled",
     "Client",
@@ -48,20 +54,25 @@ __all__ = [
     "Context",
     "Event",
     "EventType",
+    "Forbidden",
     "IdempotencyConflict",
     "InvalidArguments",
     "InvalidTransition",
     "Job",
     "JobNotFound",
     "LeaseLost",
+    "Principal",
     "SchemaError",
     "ServerError",
     "Settings",
     "Status",
     "StoreError",
+    "StreamToken",
     "Task",
     "TaskNotFound",
     "TaskTimeout",
+    "TooManyRequests",
+    "Unauthenticated",
     "UnderwayError",
     "Worker",
     "__version__",

@@ -15,14 +15,23 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 from weakref import WeakKeyDictionary
 
+from .accounts import Accounts
+from .auth import DEFAULT_TOKEN_TTL, Principal, StreamToken
 from .batches import RUNNING_SHOWN, BatchView, queue_record
 from .bus import Bus, Overflow
 from .config import Settings
 from .events import Event, dumps
-from .exceptions import BatchNotFound, InvalidArguments, InvalidTransition, JobNotFound, TaskNotFound
+from .exceptions import (
+    BatchNotFound,
+    BatchTooLarge,
+    InvalidArguments,
+    InvalidTransition,
+    JobNotFound,
+    TaskNotFound,
+)
 from .jobs import Job, Status, new_job_id, new_job_ids
 from .retry import RetryPolicy
-from .store import Batch, JobFilter, NewBatch, NewJob, QueueInfo, Store, open_store
+from .store import Batch, Finished, JobFilter, NewBatch, NewJob, QueueInfo, Store, WorkerInfo, open_store
 from .tasks import Limits, RateLimit, SubmitOptions, Task
 
 P = ParamSpec("P")
@@ -49,6 +58,7 @@ class App:
         self._open_lock = threading.Lock()
         self._buses: WeakKeyDictionary[asyncio.AbstractEventLoop, Bus] = WeakKeyDictionary()
         self._portal: _Portal | None = None
+        self._accounts: Accounts | None = None
 
     def __repr__(self) -> str:
         return f"<underway.App {self.settings.url} tasks={sorted(self.tasks)}>"
@@ -158,6 +168,30 @@ class App:
                     self._store = open_store(self.settings.url, poll_interval=self.settings.poll_interval)
         return self._store
 
+    @property
+    def accounts(self) -> Accounts:
+        """The built-in API keys and the stream tokens of this App's store."""
+        if self._accounts is None:
+            self._accounts = Accounts(self._ready)
+        return self._accounts
+
+    async def stream_token(
+        self,
+        owner: str,
+        *,
+        job: str | None = None,
+        batch: str | None = None,
+        ttl: float = DEFAULT_TOKEN_TTL,
+    ) -> StreamToken:
+        """A short-lived token with which a browser of ``owner`` may watch, cancel and answer
+        one job, one batch, or (neither) all of its jobs: what a host app's backend hands its
+        page (``?token=`` on the streams)."""
+        from .service import Service
+
+        return await Service(self, Principal(owner=owner, role="user")).stream_token(
+            job=job, batch=batch, ttl=ttl
+        )
+
     async def open(self) -> None:
         """Connect to the store and migrate it (done on first use anyway)."""
         if not self._opened:
@@ -177,6 +211,7 @@ class App:
                 except TimeoutError:
                     pass
         self._buses.clear()
+        self._accounts = None
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -252,14 +287,23 @@ class App:
         status: Sequence[Status | str] = (),
         queue: str | None = None,
         task: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         before: str | None = None,
     ) -> list[Job]:
-        job_filter = JobFilter(statuses=tuple(Status(s) for s in status), queue=queue, task=task)
+        job_filter = JobFilter(statuses=tuple(Status(s) for s in status), queue=queue, task=task, owner=owner)
+        return await self.find_jobs(job_filter, limit=limit, before=before)
+
+    async def find_jobs(
+        self, job_filter: JobFilter, *, limit: int = 50, before: str | None = None
+    ) -> list[Job]:
+        """Jobs matching ``job_filter``, newest first; ``before`` is the last id of the previous page."""
         return await (await self._ready()).list_jobs(job_filter, limit=limit, before=before)
 
-    async def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[Event]:
-        return await (await self._ready()).events(job_id, after=after, limit=limit)
+    async def events(
+        self, job_id: str, *, after: int = 0, limit: int = 1000, types: Sequence[str] = ()
+    ) -> list[Event]:
+        return await (await self._ready()).events(job_id, after=after, limit=limit, types=types)
 
     async def watch(self, job_id: str, *, after: int = 0) -> AsyncIterator[Event]:
         """Every event of the job after ``after``, first from the store then live, until it ends.
@@ -348,6 +392,10 @@ class App:
         job_filter = JobFilter(
             statuses=tuple(Status(s) for s in status), queue=queue, task=task, batch_id=batch, label=label
         )
+        return await self.cancel_matching(job_filter)
+
+    async def cancel_matching(self, job_filter: JobFilter) -> int:
+        """Cancel every unfinished job ``job_filter`` matches; return how many."""
         return len(await (await self._ready()).cancel(job_filter))
 
     # -- batches -------------------------------------------------------------------------------
@@ -370,8 +418,12 @@ class App:
         options = options or SubmitOptions(**option_values)
         if not items:
             raise InvalidArguments("a batch needs at least one item")
-        if len(items) > MAX_BATCH:
-            raise InvalidArguments(f"a batch has at most {MAX_BATCH} items, not {len(items)}")
+        most = min(MAX_BATCH, self.settings.max_batch_items)
+        if len(items) > most:
+            raise BatchTooLarge(
+                f"a batch has at most {most} items, not {len(items)}: split it (max_batch_items)",
+                details={"limit": most, "items": len(items)},
+            )
         if options.idempotency_key is not None:
             raise InvalidArguments("idempotency keys are for single jobs, not for batches")
         batch = NewBatch(
@@ -415,8 +467,10 @@ class App:
             raise BatchNotFound(batch_id)
         return batch
 
-    async def list_batches(self, *, limit: int = 50, before: str | None = None) -> list[Batch]:
-        return await (await self._ready()).list_batches(limit=limit, before=before)
+    async def list_batches(
+        self, *, limit: int = 50, before: str | None = None, owner: str | None = None
+    ) -> list[Batch]:
+        return await (await self._ready()).list_batches(limit=limit, before=before, owner=owner)
 
     async def batch_items(
         self,
@@ -470,16 +524,18 @@ class App:
 
     # -- queues --------------------------------------------------------------------------------
 
-    async def queues(self) -> list[QueueInfo]:
-        """Every queue with jobs or controls: counts by status, paused, limit, oldest due job."""
-        return await (await self._ready()).queues()
+    async def queues(self, *, owner: str | None = None) -> list[QueueInfo]:
+        """Every queue with jobs or controls: counts by status, paused, limit, oldest due job.
+        With ``owner``: the queues of that owner's jobs, with the counts of its jobs only."""
+        return await (await self._ready()).queues(owner=owner)
 
-    async def queue_records(self) -> list[dict[str, Any]]:
+    async def queue_records(self, *, owner: str | None = None) -> list[dict[str, Any]]:
         """Every queue as ``GET /queues`` shows it: depth, running, waiting, counts, jobs ended
-        in the last minute, how long the oldest due job has waited, paused, limit."""
-        queues = await self.queues()
+        in the last minute, how long the oldest due job has waited, paused, limit (of the jobs
+        of ``owner`` only, if given)."""
+        queues = await self.queues(owner=owner)
         finished: dict[str, int] = {}
-        for row in await self.store.finished_since(time.time() - 60.0):
+        for row in await self.finished_since(time.time() - 60.0, owner=owner):
             finished[row.queue] = finished.get(row.queue, 0) + row.count
         now = time.time()
         return [queue_record(q, finished.get(q.name, 0), now) for q in queues]
@@ -487,6 +543,22 @@ class App:
     async def queue_record(self, name: str) -> dict[str, Any]:
         found = [record for record in await self.queue_records() if record["name"] == name]
         return found[0] if found else queue_record(QueueInfo(name=name), 0, time.time())
+
+    async def finished_since(self, since: float, *, owner: str | None = None) -> list[Finished]:
+        """Jobs that ended at or after ``since``, by queue and final status."""
+        return await (await self._ready()).finished_since(since, owner=owner)
+
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {status: count}}`` of every job in the store."""
+        return await (await self._ready()).stats()
+
+    async def workers(self, seen_within: float) -> list[WorkerInfo]:
+        """Workers that heartbeated within ``seen_within`` seconds."""
+        return await (await self._ready()).workers(seen_within)
+
+    async def ping(self) -> None:
+        """Reach the store (a cheap read); raises what the store raises when it cannot."""
+        await (await self._ready()).feed_position()
 
     async def pause_queue(self, name: str) -> QueueInfo:
         """Start no more of the queue's jobs (on any worker); running ones go on."""

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_batches import batch, queue, queues
+from .cli_keys import keys
 from .cli_state import CliState, console, parse_label, print_json, run
 from .config import Settings, parse_field
 from .events import Event
@@ -80,16 +81,29 @@ def _parse(name: str, value: str) -> Any:
     help="API of a running server (http://127.0.0.1:8000/api): the job, batch and queue commands "
     "go through it, not the store [UNDERWAY_SERVER]",
 )
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="UNDERWAY_API_KEY",
+    help="the API key sent to --server (underway keys create) [UNDERWAY_API_KEY]",
+)
 @click.option("-v", "--verbose", count=True, help="log more (-vv for debug)")
 @click.version_option(package_name="underway")
 @click.pass_context
-def main(ctx: click.Context, url: str | None, app_path: str | None, server: str | None, verbose: int) -> None:
+def main(
+    ctx: click.Context,
+    url: str | None,
+    app_path: str | None,
+    server: str | None,
+    api_key: str | None,
+    verbose: int,
+) -> None:
     """underway: durable background jobs with live progress."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    ctx.obj = CliState(url, app_path, server)
+    ctx.obj = CliState(url, app_path, server, api_key)
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -121,8 +135,15 @@ SERVER_FIELDS = (
     "ws_max_message",
     "ws_max_subscriptions",
     "ws_max_connections",
-    "ws_origins",
     "sse_retry",
+    "auth",
+    "allowed_origins",
+    "max_batch_items",
+    "max_json_depth",
+    "max_args_size",
+    "max_streams_per_user",
+    "max_submissions_per_minute",
+    "key_check_interval",
 )
 
 
@@ -265,17 +286,24 @@ async def _watch(source: JobSource, job_id: str) -> int:
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
 @click.option("--queue", default=None)
 @click.option("--task", default=None)
+@click.option("--owner", default=None, help="only this owner's jobs (with --server: admins)")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def jobs(
-    state: CliState, statuses: tuple[str, ...], queue: str | None, task: str | None, limit: int, as_json: bool
+    state: CliState,
+    statuses: tuple[str, ...],
+    queue: str | None,
+    task: str | None,
+    owner: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """List jobs, newest first."""
 
     async def go() -> list[Job]:
         async with state.jobs() as source:
-            return await source.list_jobs(status=statuses, queue=queue, task=task, limit=limit)
+            return await source.list_jobs(status=statuses, queue=queue, task=task, owner=owner, limit=limit)
 
     found = run(go())
     if as_json:
@@ -407,6 +435,7 @@ def _one_change(state: CliState, change: Callable[[JobSource], Coroutine[Any, An
 main.add_command(batch)
 main.add_command(queues)
 main.add_command(queue)
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

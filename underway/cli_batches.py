@@ -175,12 +175,13 @@ def _fields(view: BatchView) -> list[tuple[str, str]]:
 
 
 @batch.command("list")
+@click.option("--owner", default=None, help="only this owner's batches (with --server: admins)")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def list_batches(state: CliState, limit: int, as_json: bool) -> None:
+def list_batches(state: CliState, owner: str | None, limit: int, as_json: bool) -> None:
     """List batches, newest first."""
-    found = _one(state, lambda source: source.list_batches(limit=limit))
+    found = _one(state, lambda source: source.list_batches(owner=owner, limit=limit))
     if as_json:
         print_json({"batches": [view.to_dict() for view in found]})
         return

@@ -33,6 +33,8 @@ class CliState:
     url: str | None
     app_path: str | None
     server: str | None = None
+    #: The key the client sends with ``--server`` (``None``: none).
+    api_key: str | None = dataclasses.field(default=None, repr=False)
 
     def overrides(self, **flags: Any) -> dict[str, Any]:
         """The settings that flags and ``UNDERWAY_*`` variables set explicitly."""
@@ -62,7 +64,7 @@ class CliState:
         if self.server is not None:
             from .client import AsyncClient
 
-            async with AsyncClient(self.server) as client:
+            async with AsyncClient(self.server, api_key=self.api_key or "") as client:
                 yield ServerJobs(client)
             return
         app = self.app(required=tasks)

@@ -73,17 +73,56 @@ class Settings:
     ws_max_connections: int = field(
         default=10_000, metadata={"help": "WebSockets one server accepts (4429 above)"}
     )
-    ws_origins: tuple[str, ...] = field(
-        default=(), metadata={"help": "Origins allowed to open WebSockets (empty: any)"}
+    auth: str = field(
+        default="auto",
+        metadata={"help": "auto (off only on loopback with no API key), on or off"},
+    )
+    allowed_origins: tuple[str, ...] = field(
+        default=(), metadata={"help": "browser Origins allowed by CORS and WebSockets (empty: same origin)"}
+    )
+    max_batch_items: int = field(default=100_000, metadata={"help": "most items in one batch (413 above)"})
+    max_json_depth: int = field(
+        default=32, metadata={"help": "deepest nesting of submitted arguments and answers (422 above)"}
+    )
+    max_args_size: int = field(
+        default=256 * 1024, metadata={"help": "largest arguments of one job, in bytes of JSON (422 above)"}
+    )
+    max_streams_per_user: int = field(
+        default=100,
+        metadata={"help": "open streams and WebSocket subscriptions of one user, per server (429 above)"},
+    )
+    max_submissions_per_minute: int = field(
+        default=600, metadata={"help": "submissions of one user per minute, per server (429 above)"}
+    )
+    key_check_interval: float = field(
+        default=2.0, metadata={"help": "how often open streams check that their key is not revoked"}
     )
 
     def __post_init__(self) -> None:
-        positive = ("lease_timeout", "progress_interval", "poll_interval", "sweep_interval")
+        positive = (
+            "lease_timeout",
+            "progress_interval",
+            "poll_interval",
+            "sweep_interval",
+            "key_check_interval",
+            "max_batch_items",
+            "max_json_depth",
+            "max_args_size",
+            "max_streams_per_user",
+            "max_submissions_per_minute",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0, not {getattr(self, name)}")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.auth not in ("auto", "on", "off"):
+            raise ConfigError(f"auth is auto, on or off, not {self.auth!r}")
+        if "*" in self.allowed_origins:
+            raise ConfigError(
+                "allowed_origins cannot be '*' (credentials go with these requests): list the origins,"
+                " such as https://app.example.com"
+            )
         if self.heartbeat_interval is not None and not 0 < self.heartbeat_interval < self.lease_timeout:
             raise ConfigError("heartbeat_interval must be greater than 0 and less than lease_timeout")
 
@@ -114,7 +153,7 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
 
 _FLOAT_FIELDS = {f.name for f in dataclasses.fields(Settings) if "float" in str(f.type)}
 _INT_FIELDS = {f.name for f in dataclasses.fields(Settings) if f.type in ("int", int)}
-_TUPLE_FIELDS = {"queues", "ws_origins"}
+_TUPLE_FIELDS = {"queues", "allowed_origins"}
 
 
 def parse_field(name: str, raw: str) -> Any:

@@ -8,6 +8,7 @@ worker's flusher writes at most one update per ``progress_interval`` and always 
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
@@ -73,7 +74,7 @@ class TaskLog:
         if fields:
             _check_json(fields, "log fields")
         if _task_logger.isEnabledFor(number):
-            _task_logger.log(number, "[%s] %s", self._ctx.job_id, text)
+            _task_logger.log(number, "[%s] %s", self._ctx.job_id, printable(text))
         self._ctx._logs.append(log_event(level, text, fields or None))
         self._ctx._control.mark()
 
@@ -283,6 +284,15 @@ class Context:
             progress = self.snapshot()
         checkpoint = self._checkpoint.popleft() if self._checkpoint else UNSET
         return tuple(logs), progress, checkpoint
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a log line of the process: control characters (newlines, ANSI escapes…)
+    written as escapes, so that job-provided text cannot forge log lines or colour a terminal."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _check_json(value: Any, what: str) -> None:

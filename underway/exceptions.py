@@ -8,8 +8,12 @@
     │   └── SchemaError          the database schema is newer than this code, or broken
     ├── JobNotFound              no job with that id (HTTP 404)
     ├── InvalidTransition        the job is not in a state that allows this (HTTP 409)
+    ├── BatchTooLarge            more items than max_batch_items (HTTP 413)
     ├── TaskNotFound             no task registered under that name (HTTP 422)
     ├── InvalidArguments         arguments do not match the task's signature (HTTP 422)
+    ├── Unauthenticated          no principal, or a wrong, revoked or expired key or token (HTTP 401)
+    ├── Forbidden                the principal may not do this at all (HTTP 403)
+    ├── TooManyRequests          a limit per user was reached (HTTP 429, ``retry_after`` seconds)
     ├── LeaseLost                the worker no longer holds this job (fenced write refused)
     ├── Cancelled                raised inside a task whose job was cancelled
     └── ServerError              the client: the server could not be reached, or answered an
@@ -67,6 +71,12 @@ class BatchNotFound(UnderwayError):
         self.batch_id = batch_id
 
 
+class BatchTooLarge(UnderwayError):
+    """A batch with more items than ``max_batch_items`` (HTTP 413)."""
+
+    code = "batch_too_large"
+
+
 class IdempotencyConflict(UnderwayError):
     """A submission reused an idempotency key with other arguments."""
 
@@ -79,6 +89,28 @@ class TaskNotFound(UnderwayError):
 
 class InvalidArguments(UnderwayError):
     code = "invalid_arguments"
+
+
+class Unauthenticated(UnderwayError):
+    """No principal, or credentials that are wrong, revoked or expired (HTTP 401)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(UnderwayError):
+    """The principal may not do this (HTTP 403); another owner's job is a 404 instead."""
+
+    code = "forbidden"
+
+
+class TooManyRequests(UnderwayError):
+    """A user reached a limit (HTTP 429): try again after ``retry_after`` seconds."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
 
 
 class LeaseLost(UnderwayError):

@@ -44,7 +44,13 @@ class JobSource(Protocol):
     ) -> Job: ...
     async def get(self, job_id: str) -> Job: ...
     async def list_jobs(
-        self, *, status: Sequence[str], queue: str | None, task: str | None, limit: int
+        self,
+        *,
+        status: Sequence[str],
+        queue: str | None,
+        task: str | None,
+        owner: str | None = None,
+        limit: int,
     ) -> list[Job]: ...
     async def events(self, job_id: str, *, limit: int) -> list[Event]: ...
     def watch(self, job_id: str, *, after: int = 0) -> AsyncIterator[Event]: ...
@@ -70,7 +76,7 @@ class JobSource(Protocol):
         labels: dict[str, str] | None = None,
     ) -> BatchView: ...
     async def batch(self, batch_id: str) -> BatchView: ...
-    async def list_batches(self, *, limit: int) -> list[BatchView]: ...
+    async def list_batches(self, *, owner: str | None = None, limit: int) -> list[BatchView]: ...
     async def cancel_batch(self, batch_id: str) -> BatchView: ...
     async def pause_batch(self, batch_id: str) -> BatchView: ...
     async def resume_batch(self, batch_id: str) -> BatchView: ...
@@ -105,8 +111,8 @@ class LocalJobs:
     async def submit_batch(self, task: str, items: list[dict[str, Any]], **options: Any) -> BatchView:
         return BatchView.of(await self.app.submit_batch(task, items, **options))
 
-    async def list_batches(self, *, limit: int) -> list[BatchView]:
-        return [BatchView.of(batch) for batch in await self.app.list_batches(limit=limit)]
+    async def list_batches(self, *, owner: str | None = None, limit: int) -> list[BatchView]:
+        return [BatchView.of(batch) for batch in await self.app.list_batches(limit=limit, owner=owner)]
 
     async def cancel_batch(self, batch_id: str) -> BatchView:
         await self.app.cancel_batch(batch_id)
@@ -174,13 +180,20 @@ class ServerJobs:
         )
 
     async def list_jobs(
-        self, *, status: Sequence[str], queue: str | None, task: str | None, limit: int
+        self,
+        *,
+        status: Sequence[str],
+        queue: str | None,
+        task: str | None,
+        owner: str | None = None,
+        limit: int,
     ) -> list[Job]:
         found: list[Job] = []
         cursor = None
         while len(found) < limit:
+            size = min(limit - len(found), JOBS_PAGE)
             page = await self.client.list(
-                status=status, queue=queue, task=task, limit=min(limit - len(found), JOBS_PAGE), cursor=cursor
+                status=status, queue=queue, task=task, owner=owner, limit=size, cursor=cursor
             )
             found += page.jobs
             if page.next_cursor is None:
@@ -188,11 +201,12 @@ class ServerJobs:
             cursor = page.next_cursor
         return found
 
-    async def list_batches(self, *, limit: int) -> list[BatchView]:
+    async def list_batches(self, *, owner: str | None = None, limit: int) -> list[BatchView]:
         found: list[BatchView] = []
         cursor = None
         while len(found) < limit:
-            page = await self.client.list_batches(limit=min(limit - len(found), BATCHES_PAGE), cursor=cursor)
+            size = min(limit - len(found), BATCHES_PAGE)
+            page = await self.client.list_batches(owner=owner, limit=size, cursor=cursor)
             found += page.batches
             if page.next_cursor is None:
                 break

@@ -36,7 +36,9 @@ from client_tasks import register
 
 import underway
 from underway import EventType, Job, Status
+from underway.auth import Principal
 from underway.client import exception_for
+from underway.exceptions import BatchTooLarge, Forbidden, TooManyRequests, Unauthenticated
 from underway.web import create_app
 from underway.web.server import uvicorn_config
 
@@ -429,15 +431,15 @@ def test_a_server_that_does_not_answer_times_out(connect: Connect) -> None:
 
 
 def test_headers_go_with_every_request(connect: Connect, tmp_path: Path) -> None:
-    async def authenticate(conn: Any) -> str | None:
-        return "tester" if conn.headers.get("authorization") == "Bearer s3cret" else None
+    async def authenticate(conn: Any) -> Principal | None:
+        return Principal(owner="tester") if conn.headers.get("authorization") == "Bearer s3cret" else None
 
     app = register(underway.App(settings=app_settings(f"sqlite:///{tmp_path / 'auth.db'}")))
     server = LiveServer(app, authenticate=authenticate)
     try:
-        with pytest.raises(underway.ServerError, match="authenticate") as caught:
+        with pytest.raises(Unauthenticated, match="authenticate") as caught:
             connect(server.api).tasks()
-        assert (caught.value.status, caught.value.code) == (401, "unauthenticated")
+        assert caught.value.code == "unauthenticated"
         client = connect(server.api, headers={"Authorization": "Bearer s3cret"})
         done = client.wait(client.submit("add", {"a": 4}).id, timeout=SOON)
         assert done.result == 4
@@ -456,8 +458,11 @@ def test_headers_go_with_every_request(connect: Connect, tmp_path: Path) -> None
         (422, "invalid_arguments", underway.InvalidArguments),
         (422, "invalid_request", underway.InvalidArguments),
         (400, "invalid_config", underway.ServerError),
-        (401, "unauthenticated", underway.ServerError),
+        (401, "unauthenticated", Unauthenticated),
+        (403, "forbidden", Forbidden),
+        (413, "batch_too_large", BatchTooLarge),
         (413, "body_too_large", underway.ServerError),
+        (429, "too_many_requests", TooManyRequests),
         (503, "store_error", underway.ServerError),
         (500, "error", underway.ServerError),
     ],
@@ -476,6 +481,15 @@ def test_exception_for_each_error_body(status: int, code: str, expected: type[Ex
         assert exc.job_id == "j1"
     else:
         assert (str(exc), exc.details) == ("what went wrong", {"id": "j1"})
+
+
+def test_a_429_carries_its_retry_after() -> None:
+    error = {"code": "too_many_requests", "message": "slow down"}
+    told = exception_for(429, error, retry_after=7.0)
+    untold = exception_for(429, error)
+    assert isinstance(told, TooManyRequests)
+    assert isinstance(untold, TooManyRequests)
+    assert (told.retry_after, untold.retry_after) == (7.0, 1.0)
 
 
 # -- watch ---------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from web_support import SOON, LiveServer, assert_error, live_streams, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from underway.auth import Principal
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -280,7 +282,7 @@ def test_too_many_subscriptions(start: StartServer) -> None:
         ok(ws.request("subscribe", job=job["id"]))
         ok(ws.request("subscribe", queue="default"))
         error = error_of(ws.request("subscribe", job=job["id"]))
-        assert error["code"] == "invalid_arguments"
+        assert error["code"] == "too_many_requests"
         assert "2" in error["message"]
 
 
@@ -288,10 +290,19 @@ def test_too_many_subscriptions(start: StartServer) -> None:
 
 
 def test_wrong_origin_is_closed_with_4403(start: StartServer) -> None:
-    live = start(ws_origins=("http://good.example",))
+    live = start(allowed_origins=("http://good.example",))
     with Socket(live, origin="http://evil.example") as ws:
         assert ws.closed_with() == 4403
     with Socket(live, origin="http://good.example") as ws:
+        assert ws.request("ping")["pong"] is True
+    with Socket(live, origin=f"http://127.0.0.1:{live.port}") as ws:  # the page's own origin
+        assert ws.request("ping")["pong"] is True
+
+
+def test_without_allowed_origins_only_the_same_origin_may_connect(live: LiveServer) -> None:
+    with Socket(live, origin="http://evil.example") as ws:
+        assert ws.closed_with() == 4403
+    with Socket(live, origin=f"http://127.0.0.1:{live.port}") as ws:
         assert ws.request("ping")["pong"] is True
 
 
@@ -321,8 +332,9 @@ def test_message_too_big_is_closed_with_1009(start: StartServer) -> None:
 # -- the authenticate hook ----------------------------------------------------------------------
 
 
-async def bearer(conn: HTTPConnection) -> str | None:
-    return "ada" if conn.headers.get("authorization") == "Bearer letmein" else None
+async def bearer(conn: HTTPConnection) -> Principal | None:
+    letmein = conn.headers.get("authorization") == "Bearer letmein"
+    return Principal(owner="ada", role="admin") if letmein else None
 
 
 def test_unauthenticated_websocket_is_closed_with_4401(start: StartServer) -> None:
@@ -349,11 +361,11 @@ def test_unauthenticated_http_is_401(start: StartServer) -> None:
         ("DELETE", "/jobs/x"),
         ("GET", "/tasks"),
         ("GET", "/workers"),
-        ("GET", "/healthz"),
         ("GET", "/metrics"),
     ):
         response = anonymous.request(method, path, json={"task": "echo"} if method == "POST" else None)
         assert_error(response, 401, "unauthenticated")
+    assert anonymous.get("/healthz").status_code == 200  # liveness needs no principal
     wrong = anonymous.get("/jobs", headers={"Authorization": "Bearer nope"})
     assert_error(wrong, 401, "unauthenticated")
     allowed = live.client().get("/jobs")

@@ -186,7 +186,11 @@ class LiveServer:
 
     def client(self, timeout: float = 10.0, **kwargs: Any) -> httpx.Client:
         """An httpx client on ``/api`` (with the server's ``headers``), closed with the server."""
-        kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
+        kwargs["headers"] = {
+            "X-Requested-With": "underway-tests",
+            **self.headers,
+            **kwargs.get("headers", {}),
+        }
         client = httpx.Client(base_url=self.api, timeout=timeout, trust_env=False, **kwargs)
         self.clients.append(client)
         return client

@@ -13,6 +13,7 @@ import anyio
 import httpx
 from httpx_sse import EventSource, aconnect_sse
 
+from ..auth import StreamToken
 from ..batches import BatchView
 from ..events import Event, EventType
 from ..jobs import Job, Status
@@ -29,6 +30,7 @@ from ._base import (
     JobPage,
     Json,
     Stream,
+    request_headers,
 )
 
 T = TypeVar("T")
@@ -44,13 +46,17 @@ class AsyncClient(BaseClient):
         self,
         base_url: str = DEFAULT_BASE_URL,
         *,
+        api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, timeout=timeout)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=request_headers(api_key, headers),
+            timeout=timeout,
+            transport=transport,
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -90,6 +96,7 @@ class AsyncClient(BaseClient):
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Queue a job of ``task``: see :meth:`Client.submit`."""
         return await self._send(
@@ -104,6 +111,7 @@ class AsyncClient(BaseClient):
                 timeout=timeout,
                 labels=labels,
                 idempotency_key=idempotency_key,
+                owner=owner,
             )
         )
 
@@ -117,11 +125,14 @@ class AsyncClient(BaseClient):
         queue: str | None = None,
         task: str | None = None,
         label: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first: see :meth:`Client.list`."""
-        call = self._list_call(status=status, queue=queue, task=task, label=label, limit=limit, cursor=cursor)
+        call = self._list_call(
+            status=status, queue=queue, task=task, label=label, owner=owner, limit=limit, cursor=cursor
+        )
         return await self._send(call)
 
     async def events(
@@ -194,6 +205,7 @@ class AsyncClient(BaseClient):
         max_attempts: int | None = None,
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        owner: str | None = None,
     ) -> BatchView:
         """Queue one job of ``task`` per item: see :meth:`Client.submit_batch`."""
         call = self._submit_batch_call(
@@ -207,14 +219,17 @@ class AsyncClient(BaseClient):
             max_attempts=max_attempts,
             timeout=timeout,
             labels=labels,
+            owner=owner,
         )
         return await self._send(call)
 
     async def get_batch(self, batch_id: str) -> BatchView:
         return await self._send(self._batch_call(batch_id))
 
-    async def list_batches(self, *, limit: int = 50, cursor: str | None = None) -> BatchPage:
-        return await self._send(self._list_batches_call(limit=limit, cursor=cursor))
+    async def list_batches(
+        self, *, owner: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> BatchPage:
+        return await self._send(self._list_batches_call(limit=limit, cursor=cursor, owner=owner))
 
     async def batch_items(
         self,
@@ -284,6 +299,16 @@ class AsyncClient(BaseClient):
 
     async def health(self) -> Json:
         return await self._send(self._health_call())
+
+    async def stream_token(
+        self,
+        job: str | None = None,
+        batch: str | None = None,
+        ttl: float | None = None,
+        owner: str | None = None,
+    ) -> StreamToken:
+        """A short-lived token for a browser's streams: see :meth:`Client.stream_token`."""
+        return await self._send(self._stream_token_call(job=job, batch=batch, ttl=ttl, owner=owner))
 
     async def watch(
         self, job_id: str, after: int = 0, *, reconnect_timeout: float = RECONNECT_TIMEOUT

@@ -11,6 +11,7 @@ own I/O.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -22,20 +23,25 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent
 
+from ..auth import StreamToken
 from ..batches import BatchView
 from ..events import Event, EventType
 from ..exceptions import (
     BatchNotFound,
+    BatchTooLarge,
+    Forbidden,
     IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
     JobNotFound,
     ServerError,
     TaskNotFound,
+    TooManyRequests,
+    Unauthenticated,
     UnderwayError,
 )
 from ..jobs import Job, Status
-from ..timefmt import to_iso
+from ..timefmt import from_iso, to_iso
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -44,6 +50,11 @@ Params = list[tuple[str, str | int | float | bool | None]]
 ExportFormat = Literal["json", "ndjson", "csv"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/api"
+#: The variable an API key is read from when none is given.
+API_KEY_VARIABLE = "UNDERWAY_API_KEY"
+#: Sent with every request: a change with no JSON body (``cancel``) passes the server's check
+#: against cross-site forms even when no key goes with it.
+REQUESTED_WITH = "underway-client"
 #: Seconds one long poll of ``wait()`` lasts (the server allows up to 60; proxies often cut at 60).
 LONG_POLL_WAIT = 25.0
 #: A stream that sends nothing for this long is taken as dead (the server pings every 15 s).
@@ -56,6 +67,8 @@ MAX_RECONNECT_DELAY = 5.0
 BATCH_POLL_INTERVAL = 0.5
 #: Answers to a (re)connection of a stream that mean "try again later".
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+#: Seconds to wait after a 429 that names none (the server always sends ``Retry-After``).
+DEFAULT_RETRY_AFTER = 1.0
 
 _EVENT_TYPES = frozenset(t.value for t in EventType)
 
@@ -139,12 +152,14 @@ class BaseClient:
         queue: str | None,
         task: str | None,
         label: str | None,
+        owner: str | None,
         limit: int,
         cursor: str | None,
     ) -> Call[JobPage]:
         statuses = [status] if isinstance(status, str) else list(status or ())
         params: Params = [("status", str(s)) for s in statuses]
-        for name, value in (("queue", queue), ("task", task), ("label", label), ("cursor", cursor)):
+        given = (("queue", queue), ("task", task), ("label", label), ("owner", owner), ("cursor", cursor))
+        for name, value in given:
             if value is not None:
                 params.append((name, value))
         params.append(("limit", limit))
@@ -213,10 +228,11 @@ class BaseClient:
         method = "GET" if action is None else "POST"
         return Call(method=method, path=_batch_path(batch_id, action), parse=BatchView.from_dict)
 
-    def _list_batches_call(self, *, limit: int, cursor: str | None) -> Call[BatchPage]:
+    def _list_batches_call(self, *, limit: int, cursor: str | None, owner: str | None) -> Call[BatchPage]:
         params: Params = [("limit", limit)]
-        if cursor is not None:
-            params.append(("cursor", cursor))
+        for name, value in (("cursor", cursor), ("owner", owner)):
+            if value is not None:
+                params.append((name, value))
         return Call(method="GET", path="/batches", params=params, parse=_batch_page)
 
     def _batch_items_call(
@@ -272,6 +288,13 @@ class BaseClient:
     def _service_call(self, path: str, key: str) -> Call[list[Json]]:
         """``/tasks`` or ``/workers``: the list under ``key``."""
         return Call(method="GET", path=path, parse=lambda data: list(data[key]))
+
+    def _stream_token_call(
+        self, *, job: str | None, batch: str | None, ttl: float | None, owner: str | None
+    ) -> Call[StreamToken]:
+        given = {"job": job, "batch": batch, "ttl": None if ttl is None else float(ttl), "owner": owner}
+        body = {name: value for name, value in given.items() if value is not None}
+        return Call(method="POST", path="/stream-tokens", body=body, job_id=job, parse=_stream_token)
 
     def _health_call(self) -> Call[Json]:
         return Call(method="GET", path="/healthz", accept=frozenset({503}), parse=dict)
@@ -353,7 +376,7 @@ class BaseClient:
                 status=status,
                 code="not_found",
             )
-        return exception_for(status, error, job_id)
+        return exception_for(status, error, job_id, retry_after=_retry_after(response))
 
     def _unreachable(self, exc: httpx.TransportError) -> ServerError:
         if isinstance(exc, httpx.TimeoutException):
@@ -371,11 +394,33 @@ class BaseClient:
         return Stream(self, job_id, after=after, reconnect_timeout=reconnect_timeout)
 
 
-def exception_for(status: int, error: Mapping[str, Any], job_id: str | None = None) -> UnderwayError:
-    """The underway exception for an error body ``{"code", "message", "details"?}`` of ``status``."""
+def request_headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers of every request: ``X-Requested-With``, ``Authorization`` with the API key
+    (``api_key``, else ``UNDERWAY_API_KEY``; ``""``: none), then ``headers``, which win."""
+    key = os.environ.get(API_KEY_VARIABLE, "") if api_key is None else api_key
+    sent = {"X-Requested-With": REQUESTED_WITH}
+    if key:
+        sent["Authorization"] = f"Bearer {key}"
+    return sent | dict(headers or {})
+
+
+def exception_for(
+    status: int, error: Mapping[str, Any], job_id: str | None = None, *, retry_after: float | None = None
+) -> UnderwayError:
+    """The underway exception for an error body ``{"code", "message", "details"?}`` of ``status``
+    (``retry_after``: the seconds of a 429's ``Retry-After`` header)."""
     code = str(error.get("code", "error"))
     message = str(error.get("message", "")) or f"the server answered {status} ({code})"
     details = error.get("details")
+    if status == 401:
+        return Unauthenticated(message, details=details)
+    if status == 403:
+        return Forbidden(message, details=details)
+    if status == 429:
+        wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
+        return TooManyRequests(message, retry_after=wait, details=details)
+    if status == 413 and code == BatchTooLarge.code:
+        return BatchTooLarge(message, details=details)
     if status == 404 and code == JobNotFound.code:
         known = details.get("id") if isinstance(details, dict) else None
         return JobNotFound(job_id or str(known))
@@ -412,10 +457,12 @@ def submit_options(
     max_attempts: int | None = None,
     timeout: float | None = None,
     labels: Mapping[str, str] | None = None,
+    owner: str | None = None,
 ) -> Json:
     """The options of a submission (of a job or a batch) as the API takes them, unset ones left out.
 
-    ``run_at`` is epoch seconds or a ``datetime`` (a naive one is local time, as everywhere in Python).
+    ``run_at`` is epoch seconds or a ``datetime`` (a naive one is local time, as everywhere in Python);
+    ``owner`` records another owner (admins only).
     """
     if isinstance(run_at, datetime):
         run_at = run_at.timestamp()
@@ -427,6 +474,7 @@ def submit_options(
         "max_attempts": max_attempts,
         "timeout": timeout,
         "labels": None if labels is None else dict(labels),
+        "owner": owner,
     }
     return {k: v for k, v in options.items() if v is not None}
 
@@ -437,6 +485,10 @@ def _batch_page(data: Json) -> BatchPage:
 
 def _job_page(data: Json) -> JobPage:
     return JobPage([Job.from_dict(job) for job in data["jobs"]], data.get("next_cursor"))
+
+
+def _stream_token(data: Json) -> StreamToken:
+    return StreamToken(str(data["token"]), from_iso(data["expires_at"]))
 
 
 def _event_page(data: Json) -> EventPage:

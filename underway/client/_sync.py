@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 from httpx_sse import EventSource, connect_sse
 
+from ..auth import StreamToken
 from ..batches import BatchView
 from ..events import Event, EventType
 from ..jobs import Job, Status
@@ -28,6 +29,7 @@ from ._base import (
     JobPage,
     Json,
     Stream,
+    request_headers,
     run_plan,
 )
 
@@ -37,23 +39,29 @@ T = TypeVar("T")
 class Client(BaseClient):
     """A blocking client of underway's HTTP API (one ``httpx.Client``, its connections pooled).
 
-    ``base_url`` is where the API is served (``/api`` of ``underway server``); ``headers`` go with
-    every request (``{"Authorization": "Bearer …"}``); ``timeout`` is in seconds (``None``: no
-    timeout; long polls and streams get what they need on top); ``transport`` is an httpx
-    transport (tests, proxies). Use it as a context manager, or call :meth:`close`.
+    ``base_url`` is where the API is served (``/api`` of ``underway server``); ``api_key`` goes
+    with every request, streams too, as ``Authorization: Bearer …`` (``None``: the
+    ``UNDERWAY_API_KEY`` variable, if set); ``headers`` go with every request too (an
+    ``Authorization`` there wins over the key); ``timeout`` is in seconds (``None``: no timeout;
+    long polls and streams get what they need on top); ``transport`` is an httpx transport
+    (tests, proxies). Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
         *,
+        api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, timeout=timeout)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=request_headers(api_key, headers),
+            timeout=timeout,
+            transport=transport,
         )
 
     def __enter__(self) -> Client:
@@ -93,12 +101,13 @@ class Client(BaseClient):
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> Job:
         """Queue a job of ``task``; the server validates ``args`` against the task's schema.
 
         ``run_at`` is a time (epoch seconds or a ``datetime``), ``delay`` seconds from now. A
         second submission with the same ``idempotency_key`` returns the first job (or raises
-        ``IdempotencyConflict`` if its arguments differ).
+        ``IdempotencyConflict`` if its arguments differ). An admin may record another ``owner``.
         """
         return self._send(
             self._submit_call(
@@ -112,6 +121,7 @@ class Client(BaseClient):
                 timeout=timeout,
                 labels=labels,
                 idempotency_key=idempotency_key,
+                owner=owner,
             )
         )
 
@@ -125,15 +135,18 @@ class Client(BaseClient):
         queue: str | None = None,
         task: str | None = None,
         label: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first: ``jobs, next_cursor = client.list(status="running")``.
 
-        ``label`` is ``"key:value"``; pass ``next_cursor`` back as ``cursor`` for older jobs
-        (it is ``None`` on the last page).
+        ``label`` is ``"key:value"``; ``owner``: only that owner's jobs (admins). Pass
+        ``next_cursor`` back as ``cursor`` for older jobs (it is ``None`` on the last page).
         """
-        call = self._list_call(status=status, queue=queue, task=task, label=label, limit=limit, cursor=cursor)
+        call = self._list_call(
+            status=status, queue=queue, task=task, label=label, owner=owner, limit=limit, cursor=cursor
+        )
         return self._send(call)
 
     def events(
@@ -198,11 +211,13 @@ class Client(BaseClient):
         max_attempts: int | None = None,
         timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        owner: str | None = None,
     ) -> BatchView:
         """Queue one job of ``task`` per item (each item is its arguments), all or none.
 
         The options apply to every item. A wrong item raises ``InvalidArguments`` whose
-        ``details["item"]`` is its index; nothing is stored then.
+        ``details["item"]`` is its index; nothing is stored then. An admin may record another
+        ``owner``.
         """
         call = self._submit_batch_call(
             task,
@@ -215,6 +230,7 @@ class Client(BaseClient):
             max_attempts=max_attempts,
             timeout=timeout,
             labels=labels,
+            owner=owner,
         )
         return self._send(call)
 
@@ -222,9 +238,12 @@ class Client(BaseClient):
         """The batch: counts per status, percent, rate, ETA, and its running items' progress."""
         return self._send(self._batch_call(batch_id))
 
-    def list_batches(self, *, limit: int = 50, cursor: str | None = None) -> BatchPage:
-        """One page of batches, newest first; pass ``next_cursor`` back as ``cursor`` for older ones."""
-        return self._send(self._list_batches_call(limit=limit, cursor=cursor))
+    def list_batches(
+        self, *, owner: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> BatchPage:
+        """One page of batches, newest first; pass ``next_cursor`` back as ``cursor`` for older ones.
+        ``owner``: only that owner's (admins)."""
+        return self._send(self._list_batches_call(limit=limit, cursor=cursor, owner=owner))
 
     def batch_items(
         self,
@@ -305,6 +324,19 @@ class Client(BaseClient):
     def health(self) -> Json:
         """``{"ok": bool, "store": "ok" | "unreachable: …"}`` (also when the store is down)."""
         return self._send(self._health_call())
+
+    def stream_token(
+        self,
+        job: str | None = None,
+        batch: str | None = None,
+        ttl: float | None = None,
+        owner: str | None = None,
+    ) -> StreamToken:
+        """A short-lived token for a browser's streams (``?token=``): it may read, cancel and
+        answer the ``job`` or ``batch`` named, or (neither) all of the owner's jobs, and nothing
+        else. ``ttl`` in seconds (server default 15 minutes, at most a day); an admin may make
+        one for another ``owner``."""
+        return self._send(self._stream_token_call(job=job, batch=batch, ttl=ttl, owner=owner))
 
     def watch(
         self, job_id: str, after: int = 0, *, reconnect_timeout: float = RECONNECT_TIMEOUT

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi import APIRouter, FastAPI, Query, Response
 from fastapi.responses import JSONResponse
-from starlette.requests import HTTPConnection
 
 from ..app import App
+from ..auth import Principal
 from ..config import Settings
 from ..jobs import Status
-from ..store import JobFilter
+from ..quotas import Quotas
+from ..service import JobFilter, Service
+from ..timefmt import to_iso
 from .batches import add_batch_routes, add_queue_routes
-from .errors import ErrorRoute, Unauthenticated
+from .errors import ErrorRoute
+from .guard import Authenticate, Guard, KeyWatch, Svc
 from .metrics import Metrics
 from .models import (
     AnswerRequest,
@@ -35,6 +38,8 @@ from .models import (
     JobList,
     JobOut,
     StatusName,
+    StreamTokenOut,
+    StreamTokenRequest,
     SubmitRequest,
     TaskList,
     WorkerList,
@@ -43,43 +48,61 @@ from .models import (
 from .sse import StreamSet
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "No job with that id"},
+    401: {
+        "model": ErrorOut,
+        "description": "No principal: a missing, wrong, revoked or expired key or token",
+    },
+    403: {
+        "model": ErrorOut,
+        "description": "Not allowed to this principal (admins only, or not with a token)",
+    },
+    404: {"model": ErrorOut, "description": "No job or batch with that id (that this principal may see)"},
     409: {"model": ErrorOut, "description": "The job is not in a state that allows this"},
-    401: {"model": ErrorOut, "description": "Not authenticated (when the API has an authenticate hook)"},
-    413: {"model": ErrorOut, "description": "The body is too large"},
+    413: {"model": ErrorOut, "description": "The body, or the batch, is too large"},
     422: {"model": ErrorOut, "description": "Invalid request, unknown task or invalid task arguments"},
+    429: {"model": ErrorOut, "description": "Too many open streams or submissions (see Retry-After)"},
 }
-
-
-Authenticate = Callable[[HTTPConnection], Awaitable[Any]]
 
 
 class API:
     """underway's HTTP API for one :class:`~underway.App`.
 
     ``authenticate`` is the host app's hook: given the request (or WebSocket), it returns a
-    principal, or ``None`` to refuse it (401, or close code 4401 for a WebSocket).
+    :class:`~underway.auth.Principal`, or ``None`` (then a built-in key or token is needed: 401,
+    or close code 4401 for a WebSocket). ``standalone``: served by ``underway server`` (with
+    ``auth=auto``, authentication is then on when it listens beyond loopback).
     """
 
     #: Every API of this process, for :func:`stop_streams` (a server that shuts down).
     instances: ClassVar[weakref.WeakSet[API]] = weakref.WeakSet()
 
     def __init__(
-        self, app: App, *, settings: Settings | None = None, authenticate: Authenticate | None = None
+        self,
+        app: App,
+        *,
+        settings: Settings | None = None,
+        authenticate: Authenticate | None = None,
+        standalone: bool = False,
     ) -> None:
         self.app = app
-        self.settings = settings or app.settings
-        self.authenticate = authenticate
+        self.settings = settings = settings or app.settings
+        self.guard = Guard(app, settings, authenticate, standalone=standalone)
+        self.quotas = Quotas(
+            max_streams=settings.max_streams_per_user, per_minute=settings.max_submissions_per_minute
+        )
         self.open_websockets = 0
+        #: The open WebSocket sessions (ended when their key is revoked).
+        self.sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._stopping: asyncio.Event | None = None
         #: The open SSE responses, ended together by :meth:`stop_streams`.
         self.sse_streams = StreamSet()
         self._stopping_loop: asyncio.AbstractEventLoop | None = None
+        self.key_watch = KeyWatch(self.guard, settings.key_check_interval, self._open_streams)
         API.instances.add(self)
-        route_class = type("Route", (ErrorRoute,), {"body_limit": self.settings.max_body_size})
-        self.router = APIRouter(
-            route_class=route_class, responses=ERRORS, dependencies=[Depends(self._require_principal)]
+        route_class = type(
+            "Route", (ErrorRoute,), {"body_limit": settings.max_body_size, "guard": self.guard}
         )
+        self.router = APIRouter(route_class=route_class, responses=ERRORS)
         self.metrics = Metrics(self)
         add_job_routes(self)
         add_batch_routes(self)
@@ -91,13 +114,23 @@ class API:
         add_stream_routes(self)
         add_websocket_route(self)
 
-    async def _require_principal(self, conn: HTTPConnection) -> Any:
-        if self.authenticate is None or conn.scope["type"] == "websocket":
-            return None  # a WebSocket is checked once accepted, to close it with 4401
-        principal = await self.authenticate(conn)
-        if principal is None:
-            raise Unauthenticated("authenticate to use this API")
-        return principal
+    @property
+    def authenticate(self) -> Authenticate | None:
+        return self.guard.authenticate
+
+    def service_for(self, principal: Principal) -> Service:
+        return Service(self.app, principal)
+
+    def _open_streams(self) -> list[tuple[Principal, Any]]:
+        """Every open stream with its principal and what ends it."""
+        found: list[tuple[Principal, Any]] = []
+        for stream in self.sse_streams.open_streams():
+            principal = getattr(stream.source, "principal", None)
+            if principal is not None:
+                found.append((principal, stream.end))
+        for session in list(self.sessions):
+            found.append((session.principal, session.end))
+        return found
 
     @property
     def stopping(self) -> asyncio.Event:
@@ -119,9 +152,12 @@ class API:
         self.sse_streams.restart()
         _ = self.stopping
         await self.app.open()
+        await self.guard.start()
+        self.key_watch.start()
         try:
             yield
         finally:
+            await self.key_watch.stop()
             await self.app.close()
 
 
@@ -143,103 +179,118 @@ def job_json(job: Any) -> JSONResponse:
 
 
 def add_job_routes(api: API) -> None:
-    router, app = api.router, api.app
+    router = api.router
 
     @router.post("/jobs", status_code=201, response_model=JobOut, tags=["jobs"])
-    async def submit_job(body: SubmitRequest) -> JSONResponse:
-        """Validate the arguments against the task's schema and queue a job."""
-        job = await app.submit(body.task, body.args, options=body.options(body.idempotency_key))
+    async def submit_job(body: SubmitRequest, service: Svc) -> JSONResponse:
+        """Validate the arguments against the task's schema and queue a job (owned by the
+        caller; an admin may name another ``owner``)."""
+        api.quotas.submission(service.principal)
+        job = await service.submit(body.task, body.args, body.options(body.idempotency_key))
         api.metrics.submitted(job)
         return JSONResponse(job.to_dict(), status_code=201)
 
     @router.get("/jobs", response_model=JobList, tags=["jobs"])
     async def list_jobs(
+        service: Svc,
         status: Annotated[list[StatusName] | None, Query()] = None,
         queue: str | None = None,
         task: str | None = None,
         label: Annotated[str | None, Query(pattern=r"^[^:]+:.*$", description="key:value")] = None,
+        owner: Annotated[str | None, Query(description="only this owner's jobs (admins)")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> JSONResponse:
-        """Jobs matching the filters, newest first; follow ``next_cursor`` for older ones."""
+        """The caller's jobs (an admin's: everyone's) matching the filters, newest first;
+        follow ``next_cursor`` for older ones."""
         key, _, value = (label or "").partition(":")
         job_filter = JobFilter(
-            statuses=statuses(status or []), queue=queue, task=task, label=(key, value) if label else None
+            statuses=statuses(status or []),
+            queue=queue,
+            task=task,
+            owner=owner,
+            label=(key, value) if label else None,
         )
-        jobs = await (await _store(app)).list_jobs(job_filter, limit=limit, before=cursor)
+        jobs = await service.list_jobs(job_filter, limit=limit, before=cursor)
         next_cursor = jobs[-1].id if len(jobs) == limit else None
         return JSONResponse({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor})
 
     @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-    async def get_job(job_id: str) -> JSONResponse:
-        return job_json(await app.get(job_id))
+    async def get_job(job_id: str, service: Svc) -> JSONResponse:
+        return job_json(await service.get(job_id))
 
     @router.post("/jobs/cancel", response_model=CancelCount, tags=["jobs"])
-    async def cancel_jobs(body: CancelRequest) -> dict[str, int]:
-        """Cancel every unfinished job that matches (queued at once, running ones asked to stop)."""
+    async def cancel_jobs(body: CancelRequest, service: Svc) -> dict[str, int]:
+        """Cancel every unfinished job of the caller's that matches (queued at once, running
+        ones asked to stop)."""
         key, _, value = (body.label or "").partition(":")
-        count = await app.cancel_all(
+        job_filter = JobFilter(
+            statuses=statuses(body.status),
             queue=body.queue,
             task=body.task,
-            status=body.status,
-            batch=body.batch,
+            owner=body.owner,
+            batch_id=body.batch,
             label=(key, value) if body.label else None,
         )
-        return {"cancelled": count}
+        return {"cancelled": await service.cancel_all(job_filter)}
 
     @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"])
-    async def cancel_job(job_id: str) -> JSONResponse:
-        return job_json(await app.cancel(job_id))
+    async def cancel_job(job_id: str, service: Svc) -> JSONResponse:
+        return job_json(await service.cancel(job_id))
 
     @router.post("/jobs/{job_id}/retry", response_model=JobOut, tags=["jobs"])
-    async def retry_job(job_id: str) -> JSONResponse:
+    async def retry_job(job_id: str, service: Svc) -> JSONResponse:
         """Run a finished job again (same id; its events go on)."""
-        return job_json(await app.retry(job_id))
+        return job_json(await service.retry(job_id))
 
     @router.post("/jobs/{job_id}/answer", response_model=JobOut, tags=["jobs"])
-    async def answer_job(job_id: str, body: AnswerRequest) -> JSONResponse:
+    async def answer_job(job_id: str, body: AnswerRequest, service: Svc) -> JSONResponse:
         """Answer the question a waiting job asks; it resumes."""
-        return job_json(await app.answer(job_id, body.value, body.key))
+        return job_json(await service.answer(job_id, body.value, body.key))
 
     @router.delete("/jobs/{job_id}", status_code=204, tags=["jobs"])
-    async def delete_job(job_id: str) -> Response:
+    async def delete_job(job_id: str, service: Svc) -> Response:
         """Delete a finished job and its events."""
-        await app.delete(job_id)
+        await service.delete(job_id)
         return Response(status_code=204)
 
 
 def add_service_routes(api: API) -> None:
-    router, app = api.router, api.app
+    router = api.router
 
     @router.get("/tasks", response_model=TaskList, tags=["service"])
-    async def list_tasks() -> dict[str, Any]:
+    async def list_tasks(service: Svc) -> dict[str, Any]:
         """Registered tasks with the JSON schema of their arguments."""
-        return {"tasks": [task.describe() for _, task in sorted(app.tasks.items())]}
+        return {"tasks": service.tasks()}
 
     @router.get("/workers", response_model=WorkerList, tags=["service"])
-    async def list_workers() -> dict[str, Any]:
-        """Workers that heartbeated within three lease timeouts."""
-        workers = await (await _store(app)).workers(3 * api.settings.lease_timeout)
+    async def list_workers(service: Svc) -> dict[str, Any]:
+        """Workers that heartbeated within three lease timeouts (admins)."""
+        workers = await service.workers(3 * api.settings.lease_timeout)
         return {"workers": [worker.to_dict() for worker in workers]}
+
+    @router.post("/stream-tokens", status_code=201, response_model=StreamTokenOut, tags=["auth"])
+    async def stream_token(body: StreamTokenRequest, service: Svc) -> dict[str, Any]:
+        """A short-lived signed token for a browser's streams (``?token=``): it may read, cancel
+        and answer the job or batch named, or (``{}``) all of the caller's jobs, and nothing
+        else. An admin may make one for another ``owner`` (a host app's backend for its user)."""
+        made = await service.stream_token(job=body.job, batch=body.batch, ttl=body.ttl, owner=body.owner)
+        return {"token": made.token, "expires_at": to_iso(made.expires_at)}
 
     @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     async def health() -> JSONResponse:
+        """Liveness and store reachability; needs no principal."""
         try:
-            await (await _store(app)).feed_position()
+            await api.app.ping()
         except Exception as exc:
-            return JSONResponse({"ok": False, "store": f"unreachable: {exc}"}, status_code=503)
+            return JSONResponse({"ok": False, "store": f"unreachable: {type(exc).__name__}"}, status_code=503)
         return JSONResponse({"ok": True, "store": "ok"})
 
     @router.get("/metrics", response_class=Response, tags=["service"])
-    async def metrics() -> Response:
-        """Prometheus metrics: jobs by status and queue, throughput, durations, open streams."""
-        body, content_type = await api.metrics.render()
+    async def metrics(service: Svc) -> Response:
+        """Prometheus metrics: jobs by status and queue, throughput, durations, open streams (admins)."""
+        body, content_type = await api.metrics.render(service)
         return Response(body, media_type=content_type)
 
 
-async def _store(app: App) -> Any:
-    await app.open()
-    return app.store
-
-
-__all__ = ["API", "Status"]
+__all__ = ["API", "Authenticate", "Status"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Query
+from fastapi import Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -13,7 +13,10 @@ from ..app import MAX_BATCH
 from ..batches import BatchView
 from ..bus import Overflow, Subscription
 from ..events import Event, EventType, dumps
+from ..exceptions import BatchTooLarge
 from ..exports import WRITERS
+from ..service import Service
+from .guard import Svc
 from .models import JobList, StatusName, StrictModel, SubmitFields, statuses
 from .sse import EventStream, frame
 
@@ -30,7 +33,7 @@ RESULT_TYPES = {
 class BatchRequest(SubmitFields):
     task: str = Field(min_length=1, max_length=200, description="name of a registered task")
     items: list[dict[str, Any]] = Field(
-        min_length=1, max_length=MAX_BATCH, description="the arguments of each item: one job per item"
+        min_length=1, description=f"the arguments of each item: one job per item (at most {MAX_BATCH})"
     )
     name: str | None = Field(default=None, max_length=200)
 
@@ -93,23 +96,34 @@ class QueueLimit(StrictModel):
 
 
 def add_batch_routes(api: API) -> None:
-    router, app = api.router, api.app
+    router = api.router
 
-    async def view(batch_id: str) -> JSONResponse:
-        return JSONResponse((await app.batch_view(batch_id)).to_dict())
+    async def view(service: Service, batch_id: str) -> JSONResponse:
+        return JSONResponse((await service.batch_view(batch_id)).to_dict())
 
     @router.post("/batches", status_code=201, response_model=BatchOut, tags=["batches"])
-    async def submit_batch(body: BatchRequest) -> JSONResponse:
+    async def submit_batch(body: BatchRequest, service: Svc) -> JSONResponse:
         """Validate every item against the task's schema, then store one job per item at once."""
-        batch = await app.submit_batch(body.task, body.items, name=body.name, options=body.options())
+        most = api.settings.max_batch_items
+        if len(body.items) > most:
+            raise BatchTooLarge(
+                f"a batch has at most {most} items, not {len(body.items)}: split it (max_batch_items)",
+                details={"limit": most, "items": len(body.items)},
+            )
+        api.quotas.submission(service.principal)
+        batch = await service.submit_batch(body.task, body.items, name=body.name, options=body.options())
         return JSONResponse(BatchView.of(batch).to_dict(), status_code=201)
 
     @router.get("/batches", response_model=BatchList, tags=["batches"])
     async def list_batches(
-        limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None
+        service: Svc,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+        owner: Annotated[str | None, Query(description="only this owner's batches (admins)")] = None,
     ) -> JSONResponse:
-        """Batches, newest first; follow ``next_cursor`` for older ones."""
-        batches = await app.list_batches(limit=limit, before=cursor)
+        """The caller's batches (an admin's: everyone's), newest first; follow ``next_cursor``
+        for older ones."""
+        batches = await service.list_batches(limit=limit, before=cursor, owner=owner)
         return JSONResponse(
             {
                 "batches": [BatchView.of(batch).to_dict() for batch in batches],
@@ -118,19 +132,20 @@ def add_batch_routes(api: API) -> None:
         )
 
     @router.get("/batches/{batch_id}", response_model=BatchOut, tags=["batches"])
-    async def get_batch(batch_id: str) -> JSONResponse:
+    async def get_batch(batch_id: str, service: Svc) -> JSONResponse:
         """Counts per status, percent, rate, ETA, and what the running items are doing now."""
-        return await view(batch_id)
+        return await view(service, batch_id)
 
     @router.get("/batches/{batch_id}/items", response_model=JobList, tags=["batches"])
     async def batch_items(
         batch_id: str,
+        service: Svc,
         status: Annotated[list[StatusName] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> JSONResponse:
         """The batch's jobs, newest first, optionally of some statuses."""
-        jobs = await app.batch_items(batch_id, status=statuses(status or []), limit=limit, before=cursor)
+        jobs = await service.batch_items(batch_id, status=statuses(status or []), limit=limit, before=cursor)
         next_cursor = jobs[-1].id if len(jobs) == limit else None
         return JSONResponse({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor})
 
@@ -141,40 +156,40 @@ def add_batch_routes(api: API) -> None:
         tags=["batches"],
     )
     async def batch_results(
-        batch_id: str, format: Literal["json", "ndjson", "csv"] = "json"
+        batch_id: str, service: Svc, format: Literal["json", "ndjson", "csv"] = "json"
     ) -> StreamingResponse:
         """Every item in submission order: its arguments, status, and result or error, streamed."""
-        await app.get_batch(batch_id)  # a 404 before the stream starts
+        await service.get_batch(batch_id)  # a 404 before the stream starts
         writer = WRITERS[format]
         filename = f"batch-{batch_id}.{format}"
         return StreamingResponse(
-            writer(app.batch_results(batch_id)),
+            writer(service.batch_results(batch_id)),
             media_type=RESULT_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
 
     @router.post("/batches/{batch_id}/cancel", response_model=BatchOut, tags=["batches"])
-    async def cancel_batch(batch_id: str) -> JSONResponse:
+    async def cancel_batch(batch_id: str, service: Svc) -> JSONResponse:
         """Cancel the queued items at once; ask the running ones to stop."""
-        await app.cancel_batch(batch_id)
-        return await view(batch_id)
+        await service.cancel_batch(batch_id)
+        return await view(service, batch_id)
 
     @router.post("/batches/{batch_id}/pause", response_model=BatchOut, tags=["batches"])
-    async def pause_batch(batch_id: str) -> JSONResponse:
+    async def pause_batch(batch_id: str, service: Svc) -> JSONResponse:
         """Start no more of its items; running ones go on."""
-        await app.pause_batch(batch_id)
-        return await view(batch_id)
+        await service.pause_batch(batch_id)
+        return await view(service, batch_id)
 
     @router.post("/batches/{batch_id}/resume", response_model=BatchOut, tags=["batches"])
-    async def resume_batch(batch_id: str) -> JSONResponse:
-        await app.resume_batch(batch_id)
-        return await view(batch_id)
+    async def resume_batch(batch_id: str, service: Svc) -> JSONResponse:
+        await service.pause_batch(batch_id, paused=False)
+        return await view(service, batch_id)
 
     @router.post("/batches/{batch_id}/retry-failed", response_model=RetryCount, tags=["batches"])
-    async def retry_failed(batch_id: str) -> JSONResponse:
+    async def retry_failed(batch_id: str, service: Svc) -> JSONResponse:
         """Run the failed and cancelled items again (same ids; their events go on)."""
-        retried = await app.retry_failed(batch_id)
-        return JSONResponse({"retried": retried, "batch": (await app.batch_view(batch_id)).to_dict()})
+        retried = await service.retry_failed(batch_id)
+        return JSONResponse({"retried": retried, "batch": (await service.batch_view(batch_id)).to_dict()})
 
     @router.get(
         "/batches/{batch_id}/stream",
@@ -182,19 +197,18 @@ def add_batch_routes(api: API) -> None:
         responses={200: {"content": {"text/event-stream": {}}}},
         tags=["batches"],
     )
-    async def batch_stream(batch_id: str) -> EventStream:
+    async def batch_stream(
+        batch_id: str,
+        service: Svc,
+        token: Annotated[str | None, Query(description="a stream token (POST /stream-tokens)")] = None,
+    ) -> EventStream:
         """The batch as Server-Sent Events: ``snapshot`` (the batch), then ``batch`` events with
         its counts and the items that changed, at most one per 0.25 s however fast its items
         go, then ``end`` when every item has ended."""
-        await app.get_batch(batch_id)
-        settings = api.settings
-        return EventStream(
-            _BatchFrames(api, batch_id),
-            streams=api.sse_streams,
-            ping_interval=settings.sse_ping_interval,
-            send_timeout=settings.sse_send_timeout,
-            retry=settings.sse_retry,
-        )
+        from .streams import open_sse
+
+        await service.get_batch(batch_id)
+        return open_sse(api, service.principal, _BatchFrames(service, batch_id))
 
 
 #: A batch stream sends at most one ``batch`` event per this many seconds.
@@ -209,10 +223,10 @@ class BatchFollower:
     and the latest state of the items that changed. Shared by the SSE stream and the WebSocket.
     """
 
-    __slots__ = ("_api", "_batch_id", "_changed", "_due", "_ended", "_members", "_subscription")
+    __slots__ = ("_batch_id", "_changed", "_due", "_ended", "_members", "_service", "_subscription")
 
-    def __init__(self, api: API, batch_id: str) -> None:
-        self._api = api
+    def __init__(self, service: Service, batch_id: str) -> None:
+        self._service = service
         self._batch_id = batch_id
         self._subscription: Subscription | None = None
         self._members: frozenset[str] = frozenset()
@@ -227,7 +241,7 @@ class BatchFollower:
         if self._ended:
             return None
         if self._subscription is None:
-            self._subscription = await self._api.app.bus().subscribe(None)
+            self._subscription = await self._service.bus().subscribe(None)
             self._members = await self._item_ids()
             return await self._update("snapshot")
         deadline = time.monotonic() + timeout
@@ -263,7 +277,7 @@ class BatchFollower:
             self._due = time.monotonic() + BATCH_EVENT_INTERVAL
 
     async def _update(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
-        view = (await self._api.app.batch_view(self._batch_id)).to_dict()
+        view = (await self._service.batch_view(self._batch_id)).to_dict()
         changed = list(self._changed.values())[-CHANGED_SHOWN:]
         self._changed.clear()
         self._due = None
@@ -275,7 +289,7 @@ class BatchFollower:
 
     async def _item_ids(self) -> frozenset[str]:
         ids: list[str] = []
-        async for job in self._api.app.batch_results(self._batch_id, page=2000):
+        async for job in self._service.batch_results(self._batch_id, page=2000):
             ids.append(job.id)
         return frozenset(ids)
 
@@ -288,8 +302,8 @@ class _BatchFrames:
 
     __slots__ = ("_follower",)
 
-    def __init__(self, api: API, batch_id: str) -> None:
-        self._follower = BatchFollower(api, batch_id)
+    def __init__(self, service: Service, batch_id: str) -> None:
+        self._follower = BatchFollower(service, batch_id)
 
     async def next(self, timeout: float) -> bytes | None:
         updates = await self._follower.next(timeout)
@@ -302,29 +316,32 @@ class _BatchFrames:
 
 
 def add_queue_routes(api: API) -> None:
-    router, app = api.router, api.app
-
-    async def queue(name: str) -> dict[str, Any]:
-        return await app.queue_record(name)
+    router = api.router
 
     @router.get("/queues", response_model=QueueList, tags=["queues"])
-    async def list_queues() -> dict[str, Any]:
-        """Every queue: depth, running, waiting, throughput in the last minute, oldest wait, controls."""
-        return {"queues": await app.queue_records()}
+    async def list_queues(service: Svc) -> dict[str, Any]:
+        """Every queue: depth, running, waiting, throughput in the last minute, oldest wait,
+        controls. A user sees the queues of its jobs, with the counts of its jobs only."""
+        return {"queues": await service.queue_records()}
 
     @router.post("/queues/{name}/pause", response_model=QueueOut, tags=["queues"])
-    async def pause_queue(name: str) -> dict[str, Any]:
-        """Start none of the queue's jobs on any worker; running ones go on."""
-        await app.pause_queue(name)
-        return await queue(name)
+    async def pause_queue(name: Annotated[str, QUEUE_NAME], service: Svc) -> dict[str, Any]:
+        """Start none of the queue's jobs on any worker; running ones go on (admins)."""
+        await service.pause_queue(name)
+        return await service.queue_record(name)
 
     @router.post("/queues/{name}/resume", response_model=QueueOut, tags=["queues"])
-    async def resume_queue(name: str) -> dict[str, Any]:
-        await app.resume_queue(name)
-        return await queue(name)
+    async def resume_queue(name: Annotated[str, QUEUE_NAME], service: Svc) -> dict[str, Any]:
+        """(admins)"""
+        await service.pause_queue(name, paused=False)
+        return await service.queue_record(name)
 
     @router.put("/queues/{name}/limit", response_model=QueueOut, tags=["queues"])
-    async def limit_queue(name: str, body: QueueLimit) -> dict[str, Any]:
-        """Run at most ``concurrency`` of the queue's jobs at once over all workers."""
-        await app.limit_queue(name, body.concurrency)
-        return await queue(name)
+    async def limit_queue(name: Annotated[str, QUEUE_NAME], body: QueueLimit, service: Svc) -> dict[str, Any]:
+        """Run at most ``concurrency`` of the queue's jobs at once over all workers (admins)."""
+        await service.limit_queue(name, body.concurrency)
+        return await service.queue_record(name)
+
+
+#: A queue's name in a path: as long as a submission's ``queue`` may be.
+QUEUE_NAME = Path(min_length=1, max_length=100)

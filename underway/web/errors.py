@@ -7,7 +7,7 @@ mounted into someone else's FastAPI app, whose exception handlers we do not own.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,21 +16,36 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
+from ..accounts import KeyNotFound
 from ..exceptions import (
     BatchNotFound,
+    BatchTooLarge,
     ConfigError,
+    Forbidden,
     IdempotencyConflict,
     InvalidArguments,
     InvalidTransition,
     JobNotFound,
     StoreError,
     TaskNotFound,
+    TooManyRequests,
+    Unauthenticated,
     UnderwayError,
 )
+from ..service import Service
+from .guard import SERVICE
+
+if TYPE_CHECKING:
+    from .guard import Guard
 
 STATUS_OF: dict[type[UnderwayError], int] = {
+    Unauthenticated: 401,
+    Forbidden: 403,
     JobNotFound: 404,
     BatchNotFound: 404,
+    KeyNotFound: 404,
+    BatchTooLarge: 413,
+    TooManyRequests: 429,
     InvalidTransition: 409,
     IdempotencyConflict: 409,
     TaskNotFound: 422,
@@ -44,12 +59,18 @@ class BodyTooLarge(UnderwayError):
     code = "body_too_large"
 
 
-class Unauthenticated(UnderwayError):
-    code = "unauthenticated"
-
-
 STATUS_OF[BodyTooLarge] = 413
-STATUS_OF[Unauthenticated] = 401
+
+#: Headers of every response of the API (the standalone server adds the ``frame-ancestors``
+#: part of the policy to its other pages too).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+)
+#: Routes that answer without a principal.
+PUBLIC_ROUTES = frozenset({"health"})
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -72,7 +93,10 @@ def status_of(exc: UnderwayError) -> int:
 
 def response_for(exc: Exception) -> JSONResponse:
     if isinstance(exc, UnderwayError):
-        return error_response(status_of(exc), exc.code, exc.message, exc.details)
+        response = error_response(status_of(exc), exc.code, exc.message, exc.details)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
     if isinstance(exc, RequestValidationError):
         problems = [
             {"loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}
@@ -86,20 +110,33 @@ def response_for(exc: Exception) -> JSONResponse:
 
 
 class ErrorRoute(APIRoute):
-    """An APIRoute whose errors come out in underway's one shape, and whose bodies are capped."""
+    """The route class of the API: it lets in only requests with a principal (the ``guard``
+    finds it; :data:`PUBLIC_ROUTES` need none), caps bodies, answers errors in underway's one
+    shape and adds the security headers."""
 
     body_limit = 1024 * 1024
+    guard: Guard | None = None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         limit = self.body_limit
+        guard = None if self.name in PUBLIC_ROUTES else self.guard
 
         async def handle(request: Request) -> Response:
+            response = await guarded(request)
+            for name, value in SECURITY_HEADERS:
+                response.headers.setdefault(name, value)
+            return response
+
+        async def guarded(request: Request) -> Response:
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 return _too_large(limit)
             request._receive = _capped(request.receive, limit)
             try:
+                if guard is not None:
+                    request.scope[SERVICE] = Service(guard.app, await guard.principal(request))
+                    guard.check_write(request, request.method)
                 return await handler(request)
             except (UnderwayError, RequestValidationError, HTTPException) as exc:
                 # FastAPI turns an error raised while it reads the body into a 400 "error

@@ -11,6 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ..jobs import Job, Status
 
 if TYPE_CHECKING:
+    from ..service import Service
     from .api import API
 
 
@@ -61,14 +62,13 @@ class Metrics:
     def submitted(self, job: Job) -> None:
         self._submitted.labels(job.queue, job.task).inc()
 
-    async def render(self) -> tuple[bytes, str]:
-        await self._api.app.open()
-        counts = await self._api.app.store.stats()
+    async def render(self, service: Service) -> tuple[bytes, str]:
+        counts = await service.job_counts()
         self._jobs.clear()
         for queue, by_status in counts.items():
             for status in Status:
                 self._jobs.labels(queue, status.value).set(by_status.get(status.value, 0))
-        finished = await self._api.app.store.finished_since(time.time() - 60.0)
+        finished = await service.finished_since(time.time() - 60.0)
         for gauge in (self._finished, self._mean_duration, self._max_duration):
             gauge.clear()
         for window in finished:

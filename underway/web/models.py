@@ -60,6 +60,9 @@ class SubmitFields(StrictModel):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
     labels: dict[str, str] | None = None
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=200, description="record another owner (admins only)"
+    )
 
     def options(self, idempotency_key: str | None = None) -> SubmitOptions:
         return SubmitOptions(
@@ -70,6 +73,7 @@ class SubmitFields(StrictModel):
             max_attempts=self.max_attempts,
             timeout=self.timeout,
             labels=self.labels,
+            owner=self.owner,
             idempotency_key=idempotency_key,
         )
 
@@ -100,6 +104,23 @@ class CancelRequest(StrictModel):
     task: str | None = None
     batch: str | None = Field(default=None, description="a batch id")
     label: str | None = Field(default=None, pattern=r"^[^:]+:.*$", description="key:value")
+    owner: str | None = Field(default=None, description="only this owner's jobs (admins)")
+
+
+class StreamTokenRequest(StrictModel):
+    job: str | None = Field(default=None, min_length=1, max_length=200, description="a job id")
+    batch: str | None = Field(default=None, min_length=1, max_length=200, description="a batch id")
+    ttl: float = Field(default=900.0, gt=0, le=86_400, description="seconds the token is valid")
+    owner: str | None = Field(
+        default=None, min_length=1, max_length=200, description="make it for this owner (admins only)"
+    )
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"job": "…"}]})
+
+
+class StreamTokenOut(BaseModel):
+    token: str = Field(description="pass as ?token= (or Authorization: Bearer)")
+    expires_at: str
 
 
 class ErrorDetail(BaseModel):

@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import App
 from ..config import Settings
+from ..exceptions import UnderwayError
 from ..worker import Worker
 from .api import API, Authenticate, stop_streams
 from .errors import error_response, response_for
+from .guard import CSRF_HEADERS, check_serving
 
 
 def create_app(
@@ -32,8 +41,13 @@ def create_app(
     with_worker: bool = False,
     authenticate: Authenticate | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``app``'s jobs under ``/api``; with a worker if ``with_worker``."""
-    api = API(app, settings=settings, authenticate=authenticate)
+    """A FastAPI app serving ``app``'s jobs under ``/api``; with a worker if ``with_worker``.
+
+    ``ConfigError`` if it would listen beyond loopback with ``auth=off``.
+    """
+    settings = settings or app.settings
+    check_serving(settings)
+    api = API(app, settings=settings, authenticate=authenticate, standalone=True)
 
     @asynccontextmanager
     async def lifespan(_server: FastAPI) -> AsyncIterator[None]:
@@ -52,12 +66,13 @@ def create_app(
         title="underway",
         summary="Durable background jobs with live progress",
         lifespan=lifespan,
-        openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        openapi_url=None,  # served below, behind the guard
+        docs_url=None,
         redoc_url=None,
     )
     server.state.underway = api
     server.include_router(api.router, prefix="/api")
+    add_documentation(server, api)
 
     @server.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
@@ -72,7 +87,67 @@ def create_app(
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return response_for(exc)
 
+    @server.exception_handler(UnderwayError)
+    async def refused(_request: Request, exc: UnderwayError) -> JSONResponse:
+        return response_for(exc)
+
+    if settings.allowed_origins:
+        server.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", *CSRF_HEADERS],
+            max_age=600,
+        )
+    server.add_middleware(SecurityHeaders)
     return server
+
+
+def add_documentation(server: FastAPI, api: API) -> None:
+    """``/api/openapi.json`` and ``/api/docs``, for principals only when authentication is on
+    (the docs page passes its ``?token=`` on to the schema)."""
+
+    @server.get("/api/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        await api.guard.principal(request)
+        return JSONResponse(server.openapi())
+
+    @server.get("/api/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        await api.guard.principal(request)
+        token = request.query_params.get("token")
+        schema = "/api/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
+        return get_swagger_ui_html(openapi_url=schema, title="underway API")
+
+
+class SecurityHeaders:
+    """Adds the headers every page of the standalone server carries, where a route did not."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", b"frame-ancestors 'none'"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend((name, value) for name, value in self.HEADERS if name not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
 
 
 class Server(uvicorn.Server):
@@ -98,7 +173,24 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class RedactTokens(logging.Filter):
+    """Keeps stream tokens out of the access log: ``?token=uwt.…`` is logged as ``?token=…``."""
+
+    SECRET = re.compile(r"(token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._redact(arg) for arg in record.args)
+        return True
+
+    def _redact(self, value: Any) -> Any:
+        return self.SECRET.sub(r"\1…", value) if isinstance(value, str) else value
+
+
 def uvicorn_config(server: FastAPI, settings: Settings) -> uvicorn.Config:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
     return uvicorn.Config(
         server,
         host=settings.host,

@@ -37,6 +37,10 @@ HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),
     (b"content-encoding", b"identity"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
 PING = b": ping\n\n"
 #: Longest wait for the end of a body when the server stops.
@@ -100,6 +104,9 @@ class StreamSet:
 
     def discard(self, stream: EventStream) -> None:
         self._open.discard(stream)
+
+    def open_streams(self) -> list[EventStream]:
+        return list(self._open)
 
     def stop(self) -> None:
         """End every open stream now (each closes its body cleanly); refuse new ones."""
@@ -189,6 +196,15 @@ class EventStream(Response):
                 await self._send(send, end, STOP_SEND_TIMEOUT if self.stopped else None)
             except TimeoutError:
                 pass
+
+    @property
+    def source(self) -> FrameSource:
+        return self._source
+
+    def end(self) -> None:
+        """End the stream now, cleanly (its credentials were revoked): the client that
+        reconnects learns why."""
+        self.interrupt(stopping=True)
 
     def interrupt(self, *, stopping: bool = False) -> None:
         """End the stream: the client left, or the server stops (``stopping``)."""

@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Header, Query, Response
 
+from ..auth import Principal
 from ..bus import Overflow, Subscription
 from ..events import Event, EventType, dumps
 from ..exceptions import InvalidArguments
 from ..jobs import Job
-from ..store import JobFilter
+from ..service import JobFilter, Service
+from .guard import Svc
 from .models import ErrorOut, EventList
 from .sse import EventStream, FrameSource, frame
 from .wire import encoded
@@ -38,11 +40,12 @@ SHUTTING_DOWN: dict[str, Any] = {"model": ErrorOut, "description": "The server i
 
 
 def add_stream_routes(api: API) -> None:
-    router, app = api.router, api.app
+    router = api.router
 
     @router.get("/jobs/{job_id}/events", response_model=EventList, tags=["streams"])
     async def job_events(
         job_id: str,
+        service: Svc,
         after: Annotated[int, Query(ge=0)] = 0,
         wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a first event")] = 0,
         types: Annotated[str | None, Query(description="comma-separated event types")] = None,
@@ -50,16 +53,15 @@ def add_stream_routes(api: API) -> None:
     ) -> Response:
         """Events after ``after``; with ``wait``, a long poll that answers as soon as one arrives."""
         wanted = _types(types)
-        await app.open()
-        api.metrics.streams.labels("long_poll").inc()
-        try:
-            # The job is read after the events, so its status is at least as new as they are.
-            events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
-            job = await app.get(job_id)
-            if not events and wait > 0 and not job.terminal:
-                events, job = await _long_poll(api, job_id, after, wait, limit, wanted)
-        finally:
-            api.metrics.streams.labels("long_poll").dec()
+        events, job = await service.events(job_id, after=after, limit=limit, types=wanted)
+        if not events and wait > 0 and not job.terminal:
+            release = api.quotas.open_stream(service.principal)
+            api.metrics.streams.labels("long_poll").inc()
+            try:
+                events, job = await _long_poll(api, service, job_id, after, wait, limit, wanted)
+            finally:
+                api.metrics.streams.labels("long_poll").dec()
+                release()
         next_after = events[-1].seq if events else after
         body = ",".join(encoded(e).json for e in events)
         return _RawJSON(f'{{"events":[{body}],"next_after":{next_after},"status":"{job.status.value}"}}')
@@ -76,22 +78,24 @@ def add_stream_routes(api: API) -> None:
     )
     async def stream_job(
         job_id: str,
+        service: Svc,
         after: Annotated[int | None, Query(ge=0)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
+        token: Annotated[str | None, Query(description="a stream token (POST /stream-tokens)")] = None,
     ) -> Response:
         """Server-Sent Events of one job: replay after ``Last-Event-ID``/``after``, then live.
 
         Each event is ``id: <seq>``, ``event: <type>``, ``data: <event JSON>``. When the job
-        ends the stream sends ``event: end`` and closes; reconnecting after that gets 204.
+        ends the stream sends ``event: end`` and closes; reconnecting after that gets 204. A
+        stream opened with a token sends ``event: expired`` and closes when the token expires.
         """
         start = _resume_point(last_event_id, after)
-        await app.open()
-        job = await app.get(job_id)
+        job = await service.get(job_id)
         if job.terminal and start >= job.last_seq:
             return Response(status_code=204)
         # A resume point past the last event (another store's numbering, a made-up id) would
         # skip every event to come, the end too: go on from the last one instead.
-        return _sse(api, _JobFrames(api, job_id, min(start, job.last_seq)))
+        return open_sse(api, service.principal, _JobFrames(api, service, job_id, min(start, job.last_seq)))
 
     @router.get(
         "/stream",
@@ -100,29 +104,33 @@ def add_stream_routes(api: API) -> None:
         tags=["streams"],
     )
     async def stream_many(
+        service: Svc,
         jobs: Annotated[str | None, Query(description="comma-separated job ids")] = None,
         queue: str | None = None,
+        batch: Annotated[str | None, Query(description="a batch id")] = None,
+        token: Annotated[str | None, Query(description="a stream token (POST /stream-tokens)")] = None,
     ) -> Response:
         """One multiplexed stream: a ``snapshot`` of the matching jobs, then their live events.
 
-        Without ``jobs`` or ``queue`` it follows every job. After a reconnect it starts again
-        with a fresh snapshot (there is no resume point across jobs).
+        Without ``jobs``, ``queue`` or ``batch`` it follows every job the caller may see. After a
+        reconnect it starts again with a fresh snapshot (there is no resume point across jobs).
         """
         ids = frozenset(j for j in (jobs or "").split(",") if j)
-        await app.open()
-        return _sse(api, _ManyFrames(api, _Filter(api, ids, queue)))
+        if batch is not None:
+            await service.get_batch(batch)
+        return open_sse(api, service.principal, _ManyFrames(api, _Filter(service, ids, queue, batch)))
 
 
 async def _long_poll(
-    api: API, job_id: str, after: int, wait: float, limit: int, wanted: tuple[str, ...]
+    api: API, service: Service, job_id: str, after: int, wait: float, limit: int, wanted: tuple[str, ...]
 ) -> tuple[list[Event], Job]:
-    """Wait up to ``wait`` seconds for events after ``after``; the events and the job then."""
-    app = api.app
+    """Wait up to ``wait`` seconds for events after ``after`` of a job ``service`` may see;
+    the events and the job then."""
     events: list[Event] = []
-    with await app.bus().subscribe(job_id) as subscription:
+    with await service.bus().subscribe(job_id) as subscription:
         # Read again now that the subscription is there: an event committed since the first
         # read would otherwise be missed.
-        events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+        events = await service.more_events(job_id, after=after, limit=limit, types=wanted)
         deadline = time.monotonic() + wait
         while not events and time.monotonic() < deadline:
             try:
@@ -132,13 +140,13 @@ async def _long_poll(
             except _Stopping:
                 break
             if event is None:
-                events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+                events = await service.more_events(job_id, after=after, limit=limit, types=wanted)
                 break
             if event.seq > after and (not wanted or event.type.value in wanted):
-                events = await app.store.events(job_id, after=after, limit=limit, types=wanted)
+                events = await service.more_events(job_id, after=after, limit=limit, types=wanted)
             if event.ends_job:
                 break
-    return events, await app.get(job_id)
+    return events, await service.get(job_id)
 
 
 class _RawJSON(Response):
@@ -184,15 +192,49 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int:
     return after or 0
 
 
-def _sse(api: API, source: FrameSource) -> EventStream:
+def open_sse(api: API, principal: Principal, source: FrameSource) -> EventStream:
+    """The SSE response of ``source`` for ``principal``: counted against its stream limit,
+    ended when its token expires (``event: expired``) or its key is revoked."""
+    release = api.quotas.open_stream(principal)
     settings = api.settings
     return EventStream(
-        source,
+        Guarded(source, principal, release),
         streams=api.sse_streams,
         ping_interval=settings.sse_ping_interval,
         send_timeout=settings.sse_send_timeout,
         retry=settings.sse_retry,
     )
+
+
+class Guarded:
+    """A :class:`~.sse.FrameSource` that ends with ``event: expired`` when its principal's
+    token expires, and releases its place in the principal's stream limit when closed."""
+
+    __slots__ = ("_expired", "_release", "_source", "principal")
+
+    def __init__(self, source: FrameSource, principal: Principal, release: Callable[[], None]) -> None:
+        self._source = source
+        self.principal = principal
+        self._release = release
+        self._expired = False
+
+    async def next(self, timeout: float) -> bytes | None:
+        if self._expired:
+            return None
+        expires_at = self.principal.expires_at
+        if expires_at is not None:
+            left = expires_at - time.time()
+            if left <= 0:
+                self._expired = True
+                return frame(
+                    dumps({"reason": "the token expired: get a new one and resume"}), event="expired"
+                )
+            timeout = min(timeout, left)
+        return await self._source.next(timeout)
+
+    def close(self) -> None:
+        self._source.close()
+        self._release()
 
 
 class _Frames:
@@ -222,10 +264,11 @@ class _JobFrames(_Frames):
     behind (``Overflow``) reads what it missed from the store, like a fresh one.
     """
 
-    __slots__ = ("_ended", "_job_id", "_last", "_last_event", "_replay")
+    __slots__ = ("_ended", "_job_id", "_last", "_last_event", "_replay", "_service")
 
-    def __init__(self, api: API, job_id: str, start: int) -> None:
+    def __init__(self, api: API, service: Service, job_id: str, start: int) -> None:
         super().__init__(api)
+        self._service = service
         self._job_id = job_id
         self._last = start
         self._last_event: Event | None = None
@@ -236,7 +279,7 @@ class _JobFrames(_Frames):
         if self._ended:
             return None
         if self._subscription is None:  # subscribe first, then read: nothing falls in between
-            self._subscription = await self._api.app.bus().subscribe(self._job_id)
+            self._subscription = await self._service.bus().subscribe(self._job_id)
         if self._replay:
             return await self._read_history()
         try:
@@ -254,8 +297,7 @@ class _JobFrames(_Frames):
         return b"".join(chunks)
 
     async def _read_history(self) -> bytes:
-        store = self._api.app.store
-        events = await store.events(self._job_id, after=self._last, limit=HISTORY_PAGE)
+        events = await self._service.more_events(self._job_id, after=self._last, limit=HISTORY_PAGE)
         complete = len(events) < HISTORY_PAGE
         self._replay = not complete
         chunks: list[bytes] = []
@@ -294,7 +336,7 @@ class _ManyFrames(_Frames):
 
     async def next(self, timeout: float) -> bytes | None:
         if self._subscription is None:
-            self._subscription = await self._api.app.bus().subscribe(None)
+            self._subscription = await self._filter.service.bus().subscribe(None)
         chunks: list[bytes] = []
         if not self._snapshot_due:
             try:
@@ -313,12 +355,12 @@ class _ManyFrames(_Frames):
 
 
 async def follow_many(
-    api: API, ids: frozenset[str], queue: str | None
+    service: Service, ids: frozenset[str], queue: str | None, batch: str | None = None
 ) -> AsyncIterator[Event | dict[str, Any]]:
-    """A snapshot (``{"jobs": [...]}``), then every event of the matching jobs; a fresh
-    snapshot whenever the subscriber fell behind."""
-    wanted = _Filter(api, ids, queue)
-    with await api.app.bus().subscribe(None) as subscription:
+    """A snapshot (``{"jobs": [...]}``), then every event of the matching jobs ``service`` may
+    see; a fresh snapshot whenever the subscriber fell behind."""
+    wanted = _Filter(service, ids, queue, batch)
+    with await service.bus().subscribe(None) as subscription:
         yield await wanted.snapshot()
         while True:
             try:
@@ -331,42 +373,63 @@ async def follow_many(
 
 
 class _Filter:
-    """The jobs a multiplexed stream follows: some ids, one queue, or all of them.
+    """The jobs a multiplexed stream follows: some ids, one queue, one batch, or all of them,
+    of those its principal may see.
 
-    The queue of each job seen is looked up once (the last ``size`` are remembered).
+    Each job seen is looked up once, through the service (the last ``size`` are remembered):
+    whether it is visible, and its queue and batch.
     """
 
-    __slots__ = ("_api", "_ids", "_known", "_queue", "_size")
+    __slots__ = ("_batch", "_ids", "_known", "_queue", "_size", "service")
 
-    def __init__(self, api: API, ids: frozenset[str], queue: str | None, size: int = 10_000) -> None:
-        self._api = api
+    def __init__(
+        self,
+        service: Service,
+        ids: frozenset[str],
+        queue: str | None,
+        batch: str | None = None,
+        size: int = 10_000,
+    ) -> None:
+        self.service = service
         self._ids = ids
         self._queue = queue
+        self._batch = batch
         self._size = size
-        self._known: OrderedDict[str, str | None] | None = None
+        self._known: OrderedDict[str, tuple[str, str | None] | None] | None = None
 
     async def wants(self, event: Event) -> bool:
         if self._ids and event.job_id not in self._ids:
             return False
-        return self._queue is None or await self._queue_of(event.job_id) == self._queue
+        seen = await self._seen(event.job_id)
+        if seen is None:
+            return False
+        queue, batch = seen
+        return (self._queue is None or queue == self._queue) and (self._batch is None or batch == self._batch)
 
     async def snapshot(self) -> dict[str, Any]:
-        store = self._api.app.store
+        service = self.service
         if self._ids:
-            found = [await store.get(job_id) for job_id in sorted(self._ids)]
-            jobs = [job for job in found if job is not None]
+            found = [await service.find(job_id) for job_id in sorted(self._ids)]
+            jobs = [job for job in found if job is not None and self._matches(job)]
         else:
-            jobs = await store.list_jobs(JobFilter(queue=self._queue), limit=SNAPSHOT_LIMIT)
+            job_filter = JobFilter(queue=self._queue, batch_id=self._batch)
+            jobs = await service.list_jobs(job_filter, limit=SNAPSHOT_LIMIT)
         return {"jobs": [job.to_dict() for job in jobs]}
 
-    async def _queue_of(self, job_id: str) -> str | None:
+    def _matches(self, job: Job) -> bool:
+        return (self._queue is None or job.queue == self._queue) and (
+            self._batch is None or job.batch_id == self._batch
+        )
+
+    async def _seen(self, job_id: str) -> tuple[str, str | None] | None:
+        """``(queue, batch)`` of a visible job, ``None`` for one not visible (or gone)."""
         if self._known is None:
             self._known = OrderedDict()
         if job_id in self._known:
             return self._known[job_id]
-        job = await self._api.app.store.get(job_id)
-        queue = None if job is None else job.queue
-        self._known[job_id] = queue
+        job = await self.service.find(job_id)
+        seen = None if job is None else (job.queue, job.batch_id)
+        self._known[job_id] = seen
         if len(self._known) > self._size:
             self._known.popitem(last=False)
-        return queue
+        return seen

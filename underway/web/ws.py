@@ -15,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.routing import WebSocketRoute
 
+from ..auth import Principal
 from ..events import Event, EventType
-from ..exceptions import InvalidArguments, UnderwayError
+from ..exceptions import InvalidArguments, TooManyRequests, UnderwayError
+from ..service import Service
 from .batches import BatchFollower
 from .sse import send_within
 from .streams import follow_many
@@ -35,6 +39,11 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 CLOSE_TOO_BIG = 1009
 
+#: Sees nothing: owns nothing, and is no admin.
+NOBODY = Principal(owner="", role="user")
+#: A subscription's pump, started with the subscription's number.
+Pump = Callable[[str], Coroutine[Any, Any, None]]
+
 
 def add_websocket_route(api: API) -> None:
     async def websocket(ws: WebSocket) -> None:
@@ -47,31 +56,53 @@ def add_websocket_route(api: API) -> None:
 
 
 class Session:
-    """One WebSocket connection: its subscriptions (a task each) and its serialized sends."""
+    """One WebSocket connection: its principal, its subscriptions (a task each, each counted
+    against the principal's stream limit) and its serialized sends."""
 
-    __slots__ = ("_next_sub", "_send_lock", "api", "subscriptions", "ws")
+    __slots__ = (
+        "__weakref__",
+        "_closing",
+        "_expiry",
+        "_next_sub",
+        "_releases",
+        "_send_lock",
+        "api",
+        "principal",
+        "service",
+        "subscriptions",
+        "ws",
+    )
 
     def __init__(self, api: API, ws: WebSocket) -> None:
         self.api = api
         self.ws = ws
+        self.principal = NOBODY  # until the guard found who it is
+        self.service = Service(api.app, NOBODY)
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        self._releases: dict[str, Callable[[], None]] = {}
         self._send_lock = asyncio.Lock()
         self._next_sub = 0
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
-        settings = self.api.settings
-        origin = self.ws.headers.get("origin")
-        if settings.ws_origins and origin not in settings.ws_origins:
-            await self._refuse(CLOSE_FORBIDDEN, "origin not allowed")
+        guard = self.api.guard
+        if not guard.origin_allowed(self.ws):
+            await self._refuse(CLOSE_FORBIDDEN, "origin not allowed: add it to allowed_origins")
             return
-        if self.api.authenticate is not None and await self.api.authenticate(self.ws) is None:
+        try:
+            self.principal = await guard.principal(self.ws)
+        except UnderwayError:
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
-        if self.api.open_websockets >= settings.ws_max_connections:
+        if self.api.open_websockets >= self.api.settings.ws_max_connections:
             await self._refuse(CLOSE_TOO_MANY, "too many connections")
             return
+        self.service = Service(self.api.app, self.principal)
         await self.ws.accept()
         await self.api.app.open()
+        self._watch_expiry()
+        self.api.sessions.add(self)
         self.api.open_websockets += 1
         self.api.metrics.streams.labels("websocket").inc()
         try:
@@ -79,11 +110,30 @@ class Session:
         except WebSocketDisconnect:
             pass
         finally:
+            self.api.sessions.discard(self)
+            if self._expiry is not None:
+                self._expiry.cancel()
             self.api.open_websockets -= 1
             self.api.metrics.streams.labels("websocket").dec()
             for task in self.subscriptions.values():
                 task.cancel()
             await asyncio.gather(*self.subscriptions.values(), return_exceptions=True)
+            for release in self._releases.values():
+                release()
+
+    def _watch_expiry(self) -> None:
+        expires_at = self.principal.expires_at
+        if expires_at is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(max(0.0, expires_at - time.time()), self.end, "the token expired")
+
+    def end(self, reason: str = "the API key was revoked") -> None:
+        """Close the socket with 4401: its token expired or its key was revoked."""
+        self._closing = asyncio.ensure_future(self._close_quietly(CLOSE_UNAUTHENTICATED, reason))
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
 
     async def _refuse(self, code: int, reason: str) -> None:
         await self.ws.accept()
@@ -129,30 +179,49 @@ class Session:
 
     async def _op_subscribe(self, request: dict[str, Any]) -> dict[str, Any]:
         if len(self.subscriptions) >= self.api.settings.ws_max_subscriptions:
-            raise InvalidArguments(
-                f"at most {self.api.settings.ws_max_subscriptions} subscriptions per connection"
+            raise TooManyRequests(
+                f"at most {self.api.settings.ws_max_subscriptions} subscriptions per connection",
+                retry_after=1.0,
             )
+        pump = await self._pump_for(request)
+        release = self.api.quotas.open_stream(self.principal)
         self._next_sub += 1
         sub = str(self._next_sub)
+        self._releases[sub] = release
+        self.subscriptions[sub] = asyncio.create_task(
+            self._run_pump(sub, pump), name=f"underway-ws-sub-{sub}"
+        )
+        return {"sub": sub}
+
+    async def _pump_for(self, request: dict[str, Any]) -> Pump:
+        """The pump of a subscription (to start with its number), once what it follows was
+        found visible to the principal."""
         job_id = request.get("job")
         if job_id is not None:
             after = request.get("after", 0)
             if not isinstance(job_id, str) or not isinstance(after, int) or after < 0:
                 raise InvalidArguments('subscribe to a job with {"job": "<id>", "after": <seq ≥ 0>}')
-            job = await self.api.app.get(job_id)
+            job = await self.service.get(job_id)
             # The pump keeps what it needs, not the job (its arguments, result… for hours).
             ended = job.terminal and after >= job.last_seq  # nothing is left to send but the end
-            pump = self._pump_job(sub, job_id, min(after, job.last_seq), job.status.value if ended else None)
-        elif request.get("batch") is not None:
+            start, ended_as = min(after, job.last_seq), job.status.value if ended else None
+            return lambda sub: self._pump_job(sub, job_id, start, ended_as)
+        if request.get("batch") is not None:
             batch_id = request["batch"]
             if not isinstance(batch_id, str):
                 raise InvalidArguments('subscribe to a batch with {"batch": "<id>"}')
-            await self.api.app.get_batch(batch_id)
-            pump = self._pump_batch(sub, batch_id)
-        else:
-            pump = self._pump_many(sub, request)
-        self.subscriptions[sub] = asyncio.create_task(pump, name=f"underway-ws-sub-{sub}")
-        return {"sub": sub}
+            await self.service.get_batch(batch_id)
+            return lambda sub: self._pump_batch(sub, batch_id)
+        return lambda sub: self._pump_many(sub, request)
+
+    async def _run_pump(self, sub: str, pump: Pump) -> None:
+        try:
+            await pump(sub)
+        finally:
+            self.subscriptions.pop(sub, None)
+            release = self._releases.pop(sub, None)
+            if release is not None:
+                release()
 
     async def _op_unsubscribe(self, request: dict[str, Any]) -> dict[str, Any]:
         task = self.subscriptions.pop(str(request.get("sub")), None)
@@ -162,13 +231,13 @@ class Session:
         return {"sub": str(request.get("sub"))}
 
     async def _op_cancel(self, request: dict[str, Any]) -> dict[str, Any]:
-        job = await self.api.app.cancel(_job_id(request))
+        job = await self.service.cancel(_job_id(request))
         return {"job": job.to_dict()}
 
     async def _op_answer(self, request: dict[str, Any]) -> dict[str, Any]:
         if "value" not in request:
             raise InvalidArguments('answer with {"job": "<id>", "value": ..., "key"?: "..."}')
-        job = await self.api.app.answer(_job_id(request), request["value"], request.get("key"))
+        job = await self.service.answer(_job_id(request), request["value"], request.get("key"))
         return {"job": job.to_dict()}
 
     # -- pushing -------------------------------------------------------------------------------
@@ -179,7 +248,7 @@ class Session:
         status = ended_as
         if ended_as is None:
             last: Event | None = None
-            async for event in self.api.app.watch(job_id, after=after):
+            async for event in self.service.watch(job_id, after=after):
                 last = event
                 await self._push(sub, event)
             status = last.data["status"] if last is not None and last.type is EventType.STATUS else None
@@ -189,7 +258,7 @@ class Session:
     async def _pump_many(self, sub: str, request: dict[str, Any]) -> None:
         jobs = request.get("jobs") or []
         queue = request.get("queue")
-        async for item in follow_many(self.api, frozenset(map(str, jobs)), queue):
+        async for item in follow_many(self.service, frozenset(map(str, jobs)), queue):
             if isinstance(item, Event):
                 await self._push(sub, item)
             else:
@@ -197,7 +266,7 @@ class Session:
 
     async def _pump_batch(self, sub: str, batch_id: str) -> None:
         """Push the batch's ``snapshot``, then its coalesced ``batch`` updates, then its ``end``."""
-        follower = BatchFollower(self.api, batch_id)
+        follower = BatchFollower(self.service, batch_id)
         try:
             while (updates := await follower.next(60.0)) is not None:
                 for kind, body in updates:
