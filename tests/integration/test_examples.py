@@ -285,6 +285,22 @@ def test_mount(tmp_path: Path) -> None:
     assert out[5].startswith("error shape: {'error': {'code': 'job_not_found'")
 
 
+def test_host_login(tmp_path: Path) -> None:
+    out = lines_of(run_example("host_login.py", tmp_path))
+    assert out == [
+        "ada submitted a job: 201 owner ada",
+        "grace submitted a job: 201 owner grace",
+        "ada lists the jobs of ['ada']",
+        "grace lists the jobs of ['grace']",
+        "ada reads grace's job: 404 job_not_found",
+        "without a login: 401 unauthenticated",
+        "ada's page watches with a token: queued running succeeded",
+        "a token for grace's job, asked by ada: 404",
+        "an admin key, beside the login, lists ['ada', 'grace']",
+        "and with ?owner=grace ['grace']",
+    ]
+
+
 def test_cli_tasks_module(tmp_path: Path) -> None:
     """cli_tasks.py is a module for ``--app``: running it does nothing."""
     assert run_example("cli_tasks.py", tmp_path) == ""

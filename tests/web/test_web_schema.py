@@ -3,13 +3,20 @@
 No answer may be a 5xx, break the documented schema (status codes, content types, bodies), or
 accept data the schema calls invalid (strict models). Stream routes and the WebSocket are left
 out: their answers never end. Bounded: a few examples per route and generation mode.
+
+The routes are fuzzed twice: on a server with authentication off (every request an admin), and
+on one with ``auth=on``, as an admin key, as a user key (whose answers include 403 and 404
+for what is not its own) and with no credentials at all (401 everywhere but ``/healthz``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import requests
 import schemathesis
@@ -26,6 +33,8 @@ from web_support import LiveServer, server_settings, start_server
 pytestmark = pytest.mark.timeout(120)
 
 EXAMPLES = 25
+#: Without credentials every answer is the same 401: a few examples show it is documented.
+ANONYMOUS_EXAMPLES = 5
 STREAMS = ("/api/jobs/{job_id}/stream", "/api/stream")
 CHECKS = [
     schemathesis.checks.not_a_server_error,
@@ -56,6 +65,53 @@ def schema(fuzzed: LiveServer) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{fuzzed.api}/openapi.json")
 
 
+@dataclass(frozen=True)
+class Guarded:
+    """A server with ``auth=on`` and the ``Authorization`` headers of its principals."""
+
+    live: LiveServer
+    headers: dict[str, dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz-auth') / 'fuzz.db'}"
+    keys = asyncio.run(create_keys(url))
+    headers = {role: {"Authorization": f"Bearer {key}"} for role, key in keys.items()}
+    headers["anonymous"] = {}
+    live = start_server(server_settings(url, auth="on"), headers=headers["admin"])
+    # Jobs and batches of both owners, so that lists and filters have some of each to show.
+    for role in ("admin", "user"):
+        client = live.client(headers=headers[role])
+        for args in ({"value": 1}, {"value": 2, "text": role}):
+            assert client.post("/jobs", json={"task": "echo", "args": args}).status_code == 201
+        assert client.post("/batches", json={"task": "echo", "items": [{}, {}]}).status_code == 201
+    try:
+        yield Guarded(live, headers)
+    finally:
+        live.stop()
+
+
+async def create_keys(url: str) -> dict[str, str]:
+    """An admin key and a user key, made in the store before the server starts."""
+    import underway
+
+    app = underway.App(settings=underway.Settings(url=url))
+    try:
+        await app.open()
+        _, admin = await app.accounts.create_key("root", role="admin")
+        _, user = await app.accounts.create_key("ada", role="user")
+    finally:
+        await app.close()
+    return {"admin": admin, "user": user}
+
+
+@pytest.fixture(scope="module")
+def guarded_schema(guarded: Guarded) -> schemathesis.BaseSchema:
+    """The schema as the guarded server serves it: behind the guard too."""
+    return schemathesis.openapi.from_url(f"{guarded.live.api}/openapi.json", headers=guarded.headers["user"])
+
+
 def operations() -> list[tuple[str, str, bool]]:
     """(method, path, takes input) of every documented REST route, read from the app itself."""
     import underway
@@ -83,6 +139,14 @@ def cases() -> list[tuple[schemathesis.GenerationMode, str, str]]:
     ]
 
 
+def guarded_cases() -> list[tuple[str, schemathesis.GenerationMode, str, str]]:
+    """Every case as an admin and as a user; valid inputs without credentials."""
+    positive = schemathesis.GenerationMode.POSITIVE
+    return [(role, *case) for role in ("admin", "user") for case in cases()] + [
+        ("anonymous", positive, method, path) for method, path, _ in operations()
+    ]
+
+
 @pytest.mark.parametrize(("mode", "method", "path"), cases(), ids=lambda x: str(x))
 def test_route_conforms_to_its_schema(
     fuzzed: LiveServer,
@@ -91,21 +155,44 @@ def test_route_conforms_to_its_schema(
     path: str,
     mode: schemathesis.GenerationMode,
 ) -> None:
-    operation = schema[path][method]
+    fuzz(schema[path][method], mode, fuzzed.base)
+
+
+@pytest.mark.parametrize(("role", "mode", "method", "path"), guarded_cases(), ids=lambda x: str(x))
+def test_guarded_route_conforms_to_its_schema(
+    guarded: Guarded,
+    guarded_schema: schemathesis.BaseSchema,
+    role: str,
+    method: str,
+    path: str,
+    mode: schemathesis.GenerationMode,
+) -> None:
+    examples = ANONYMOUS_EXAMPLES if role == "anonymous" else EXAMPLES
+    fuzz(guarded_schema[path][method], mode, guarded.live.base, guarded.headers[role], examples)
+
+
+def fuzz(
+    operation: Any,
+    mode: schemathesis.GenerationMode,
+    base_url: str,
+    headers: dict[str, str] | None = None,
+    examples: int = EXAMPLES,
+) -> None:
+    """Call ``operation`` with ``examples`` generated cases (and ``headers``); check each answer."""
     checks = [*CHECKS, negative_data_rejection] if mode is schemathesis.GenerationMode.NEGATIVE else CHECKS
     session = requests.Session()
     session.trust_env = False
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         deadline=None,
         database=None,
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     def run(case: schemathesis.Case[Any]) -> None:
-        case.call_and_validate(base_url=fuzzed.base, session=session, checks=checks)
+        case.call_and_validate(base_url=base_url, session=session, headers=headers, checks=checks)
 
     try:
         run()
@@ -116,4 +203,16 @@ def test_route_conforms_to_its_schema(
 def test_there_is_something_to_fuzz() -> None:
     fuzzed_routes = {path for _, path, _ in operations()}
     assert {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events", "/api/tasks"} <= fuzzed_routes
+    assert "/api/stream-tokens" in fuzzed_routes
     assert not fuzzed_routes & set(STREAMS)
+
+
+def test_the_guarded_server_knows_each_principal(guarded: Guarded) -> None:
+    """The fuzzing above is worth something only if the keys work and the roles differ."""
+    with httpx.Client(base_url=guarded.live.api, trust_env=False) as http:
+        answers = {role: http.get("/jobs", headers=headers) for role, headers in guarded.headers.items()}
+        workers = http.get("/workers", headers=guarded.headers["user"])
+    assert answers["anonymous"].status_code == 401
+    owners = {role: {job["owner"] for job in answers[role].json()["jobs"]} for role in ("admin", "user")}
+    assert owners == {"admin": {"root", "ada"}, "user": {"ada"}}
+    assert workers.status_code == 403
