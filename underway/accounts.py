@@ -9,8 +9,9 @@ tokens signed before the last rotation).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .auth import (
     DEFAULT_TOKEN_TTL,
@@ -27,15 +28,17 @@ from .auth import (
     key_matches,
     new_api_key,
     new_secret,
+    parse_token,
     secret_version,
     sign_token,
-    token_version,
     verify_token,
 )
 from .exceptions import InvalidArguments, Unauthenticated, UnderwayError
 
 if TYPE_CHECKING:
     from .store import ApiKey, Store
+
+T = TypeVar("T")
 
 PEPPER = "api_key_pepper"
 SIGNING = "stream_token"
@@ -64,6 +67,12 @@ class Accounts:
         self._signing: dict[str, str] = {}  # version → secret
         self._current: str | None = None
         self._loaded_at = 0.0
+        #: Keys whose hash matched, by the key: their digest (a repeated key skips the HMAC; its
+        #: row is still read on every request, so a revocation takes effect at once).
+        self._matched: OrderedDict[str, str] = OrderedDict()
+        #: Tokens whose signature was checked, by the token: the principal and the secret's
+        #: version (dropped with the secret at a rotation).
+        self._verified: OrderedDict[str, tuple[Principal, str]] = OrderedDict()
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -99,11 +108,20 @@ class Accounts:
         """The principal of a built-in key; ``Unauthenticated`` if it is unknown or revoked."""
         key_id = key_id_of(key)
         record = None if key_id is None else await (await self._ready()).api_key(key_id)
-        if record is None or not key_matches(await self._pepper_value(), key, record.digest):
+        if record is None or not await self._matches(key, record.digest):
             raise Unauthenticated("the API key is not valid: check it, or create one (underway keys create)")
         if record.revoked:
             raise Unauthenticated("the API key was revoked: create a new one (underway keys create)")
         return Principal(owner=record.owner, role=check_role(record.role), key_id=record.id)
+
+    async def _matches(self, key: str, digest: str) -> bool:
+        if self._matched.get(key) == digest:
+            self._matched.move_to_end(key)
+            return True
+        if not key_matches(await self._pepper_value(), key, digest):
+            return False
+        _remember(self._matched, key, digest)
+        return True
 
     async def revoked(self, key_ids: list[str]) -> frozenset[str]:
         return await (await self._ready()).revoked_api_keys(key_ids) if key_ids else frozenset()
@@ -125,17 +143,32 @@ class Accounts:
     async def principal_of_token(self, token: str) -> Principal:
         """The principal of a stream token; ``Unauthenticated`` if forged, expired or its key
         was revoked."""
+        principal = await self._checked_token(token)
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise Unauthenticated("the token has expired: get a new one from POST /stream-tokens")
+        if principal.key_id is not None:
+            record = await (await self._ready()).api_key(principal.key_id)
+            if record is None or record.revoked:
+                raise Unauthenticated("the API key this token was made with was revoked")
+        return principal
+
+    async def _checked_token(self, token: str) -> Principal:
+        """The principal of a token whose signature holds (checked once per token)."""
+        known = self._verified.get(token)
+        if known is not None and known[1] in self._signing:
+            self._verified.move_to_end(token)
+            return known[0]
         if not token.startswith(TOKEN_PREFIX):
             raise Unauthenticated("not a stream token: get one from POST /stream-tokens")
-        version = token_version(token) or ""
+        parsed = parse_token(token)
+        version = parsed.version or ""
         if version not in self._signing and time.monotonic() - self._loaded_at > RELOAD_INTERVAL:
             await self._load_signing(force=True)
         secret = self._signing.get(version)
         if secret is None:
             raise Unauthenticated("the token is not valid: get a new one from POST /stream-tokens")
-        principal = verify_token(secret, token)
-        if principal.key_id is not None and await self.revoked([principal.key_id]):
-            raise Unauthenticated("the API key this token was made with was revoked")
+        principal = verify_token(secret, parsed)
+        _remember(self._verified, token, (principal, version))
         return principal
 
     async def refresh(self) -> None:
@@ -167,6 +200,16 @@ class Accounts:
         self._signing = {secret_version(s): s for s in (previous, current)}
         self._current = secret_version(current)
         self._loaded_at = time.monotonic()
+
+
+#: Most keys and tokens remembered as checked.
+REMEMBERED = 10_000
+
+
+def _remember(cache: OrderedDict[str, T], key: str, value: T) -> None:
+    cache[key] = value
+    if len(cache) > REMEMBERED:
+        cache.popitem(last=False)
 
 
 __all__ = ["Accounts", "KeyNotFound", "Role"]

@@ -26,7 +26,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .exceptions import Unauthenticated
 
@@ -190,41 +190,62 @@ def sign_token(secret: str, principal: Principal, grant: Grant, ttl: float) -> S
     return StreamToken(f"{TOKEN_PREFIX}{body}.{_signature(secret, body)}", expires_at)
 
 
+class ParsedToken(NamedTuple):
+    """A token's parts, read but not checked."""
+
+    body: str
+    signature: str
+    payload: dict[str, Any]
+
+    @property
+    def version(self) -> str | None:
+        version = self.payload.get("v")
+        return version if isinstance(version, str) else None
+
+
+def parse_token(token: str) -> ParsedToken:
+    """The parts of a token, unchecked; ``Unauthenticated`` if it is not one."""
+    body, _, signature = token[len(TOKEN_PREFIX) :].partition(".")
+    payload = None
+    if token.startswith(TOKEN_PREFIX):
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, binascii.Error):
+            payload = None
+    if not isinstance(payload, dict):
+        raise Unauthenticated("the token is not valid: get a new one from POST /stream-tokens")
+    return ParsedToken(body, signature, payload)
+
+
 def token_version(token: str) -> str | None:
     """The ``v`` (signing secret version) a token claims, read without checking it."""
-    payload = _payload(token)
-    version = None if payload is None else payload.get("v")
-    return version if isinstance(version, str) else None
+    try:
+        return parse_token(token).version
+    except Unauthenticated:
+        return None
 
 
-def verify_token(secret: str, token: str, now: float | None = None) -> Principal:
+def verify_token(secret: str, token: str | ParsedToken, now: float | None = None) -> Principal:
     """The principal of a token signed with ``secret``; ``Unauthenticated`` if it is forged,
     malformed or expired."""
-    body, _, signature = token[len(TOKEN_PREFIX) :].partition(".")
-    if not token.startswith(TOKEN_PREFIX) or not hmac.compare_digest(_signature(secret, body), signature):
+    parsed = parse_token(token) if isinstance(token, str) else token
+    if not hmac.compare_digest(_signature(secret, parsed.body), parsed.signature):
         raise Unauthenticated("the token is not valid: get a new one from POST /stream-tokens")
-    payload = _payload(token)
-    if payload is None:  # pragma: no cover - we signed it: it parses
-        raise Unauthenticated("the token is not valid: get a new one from POST /stream-tokens")
-    expires_at = float(payload["x"])
-    if expires_at <= (time.time() if now is None else now):
+    principal = principal_of_payload(parsed.payload)
+    assert principal.expires_at is not None
+    if principal.expires_at <= (time.time() if now is None else now):
         raise Unauthenticated("the token has expired: get a new one from POST /stream-tokens")
+    return principal
+
+
+def principal_of_payload(payload: dict[str, Any]) -> Principal:
     return Principal(
         owner=payload["o"],
         role=check_role(payload["r"]),
         grant=Grant(job=payload["j"], batch=payload["b"]),
         key_id=payload["k"],
-        expires_at=expires_at,
+        expires_at=float(payload["x"]),
     )
-
-
-def _payload(token: str) -> dict[str, Any] | None:
-    body = token[len(TOKEN_PREFIX) :].partition(".")[0]
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def _signature(secret: str, body: str) -> str:

@@ -77,6 +77,8 @@ T = TypeVar("T")
 QUICK_BUSY_MS = 20
 #: Writes of at most this many rows run on the event loop's thread (see ``_write``).
 INLINE_ROWS = 200
+#: API key rows kept for reading again while nothing was committed (see ``api_key``).
+KEYS_REMEMBERED = 10_000
 #: Connections on event loops leave checkpoints to the writer thread, about once per this many
 #: pages written to the WAL (SQLite's own automatic checkpoints use 1,000).
 CHECKPOINT_PAGES = 1000
@@ -115,6 +117,8 @@ class SQLiteStore:
         self._loop_writers: WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Connection] = (
             WeakKeyDictionary()
         )
+        #: API keys read, by (connection, key id): the connection's data_version then, the key.
+        self._keys_read: dict[tuple[int, str], tuple[int, ApiKey | None]] = {}
         #: Commits of the loops' connections since the last checkpoint, and how many should
         #: come between two (adjusted to what each checkpoint found in the WAL).
         self._commits_here = 0
@@ -554,8 +558,24 @@ class SQLiteStore:
         await self._write(lambda conn, now: conn.execute(Q["insert_api_key"], api_key_params(key)))
 
     async def api_key(self, key_id: str) -> ApiKey | None:
-        row = await self._quick_read(lambda conn: conn.execute(Q["get_api_key"], (key_id,)).fetchone())
-        return None if row is None else api_key_from_row(row)
+        """The key's row, read on every request that carries the key. A row read before is
+        used again while ``PRAGMA data_version`` of the connection says that nothing was
+        committed since by any other connection (a revocation is such a commit): exact, and
+        a point read cheaper."""
+
+        def read(conn: sqlite3.Connection) -> ApiKey | None:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            known = self._keys_read.get((id(conn), key_id))
+            if known is not None and known[0] == version:
+                return known[1]
+            row = conn.execute(Q["get_api_key"], (key_id,)).fetchone()
+            found = None if row is None else api_key_from_row(row)
+            self._keys_read[(id(conn), key_id)] = (version, found)
+            if len(self._keys_read) > KEYS_REMEMBERED:
+                self._keys_read.pop(next(iter(self._keys_read)))
+            return found
+
+        return await self._quick_read(read)
 
     async def api_keys(self) -> list[ApiKey]:
         rows = await self._read(lambda conn: conn.execute(Q["api_keys"]).fetchall())
