@@ -679,3 +679,17 @@ def test_a_rotation_by_another_process_reaches_a_running_server(secured: Tenants
     fresh = secured.token("alice", job=job["id"])
     assert token_version(fresh) != token_version(old)  # signed with the newest secret
     assert anonymous.get(f"/jobs/{job['id']}", params={"token": fresh}).status_code == 200
+
+
+def test_a_long_poll_with_a_token_ends_when_the_token_expires(secured: Tenants) -> None:
+    job = secured.submit("alice", "hold", {"gate": "lp"})
+    last = secured.live.wait_running(job["id"])["last_seq"]
+    token = secured.client("alice").post("/stream-tokens", json={"job": job["id"], "ttl": 1}).json()["token"]
+    started = time.monotonic()
+    answered = secured.client(None).get(
+        f"/jobs/{job['id']}/events", params={"token": token, "after": last, "wait": 30}
+    )
+    assert answered.status_code == 200
+    assert answered.json()["events"] == []
+    assert time.monotonic() - started < 3.0  # not the 30 s asked for
+    secured.live.gates.open_all()

@@ -54,6 +54,9 @@ def add_stream_routes(api: API) -> None:
         """Events after ``after``; with ``wait``, a long poll that answers as soon as one arrives."""
         wanted = _types(types)
         events, job = await service.events(job_id, after=after, limit=limit, types=wanted)
+        expires_at = service.principal.expires_at
+        if expires_at is not None:  # a token's long poll ends when the token does
+            wait = max(0.0, min(wait, expires_at - time.time()))
         if not events and wait > 0 and not job.terminal:
             release = api.quotas.open_stream(service.principal)
             api.metrics.streams.labels("long_poll").inc()
