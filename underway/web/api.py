@@ -25,6 +25,7 @@ from ..jobs import Status
 from ..quotas import Quotas
 from ..service import JobFilter, Service
 from ..timefmt import to_iso
+from .assets import Assets
 from .batches import add_batch_routes, add_queue_routes
 from .errors import ErrorRoute
 from .guard import Authenticate, Guard, KeyWatch, Svc
@@ -104,6 +105,8 @@ class API:
         )
         self.router = APIRouter(route_class=route_class, responses=ERRORS)
         self.metrics = Metrics(self)
+        #: The browser files (``underway.js``…), an ASGI app to mount: public, no principal.
+        self.assets = Assets()
         add_job_routes(self)
         add_batch_routes(self)
         add_queue_routes(self)

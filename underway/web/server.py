@@ -41,7 +41,8 @@ def create_app(
     with_worker: bool = False,
     authenticate: Authenticate | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``app``'s jobs under ``/api``; with a worker if ``with_worker``.
+    """A FastAPI app serving ``app``'s jobs under ``/api`` and the browser files under
+    ``/assets``; with a worker if ``with_worker``.
 
     ``ConfigError`` if it would listen beyond loopback with ``auth=off``.
     """
@@ -72,6 +73,7 @@ def create_app(
     )
     server.state.underway = api
     server.include_router(api.router, prefix="/api")
+    server.mount("/assets", api.assets, name="assets")
     add_documentation(server, api)
 
     @server.get("/", include_in_schema=False)
