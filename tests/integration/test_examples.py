@@ -353,6 +353,22 @@ def test_doc_snippets_are_example_lines(doc: Path) -> None:
         assert found, f"{doc.name}: this snippet is not taken from any file in examples/:\n{block}"
 
 
+WEB_LANGUAGES = {"html": ".html", "js": ".js", "jsx": ".jsx"}
+
+
+@pytest.mark.parametrize("doc", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+def test_doc_web_snippets_are_example_lines(doc: Path) -> None:
+    """Each ```html, ```js or ```jsx block of the docs is a run of lines of one file of that kind
+    under examples/ (the browser tests and the JavaScript tests run those files)."""
+    markdown = doc.read_text(encoding="utf-8")
+    for language, suffix in WEB_LANGUAGES.items():
+        sources = {p.name: p.read_text(encoding="utf-8").splitlines() for p in EXAMPLES.rglob(f"*{suffix}")}
+        for block in re.findall(rf"```{language}\n(.*?)```", markdown, re.DOTALL):
+            lines = block.rstrip("\n").splitlines()
+            found = [name for name, source in sources.items() if is_slice_of(lines, source)]
+            assert found, f"{doc.name}: this {language} snippet is in no file of examples/:\n{block}"
+
+
 def test_every_example_is_tested() -> None:
     tested = set(re.findall(r'run_example\("(\w+\.py)"', Path(__file__).read_text(encoding="utf-8")))
     assert tested == {path.name for path in EXAMPLES.glob("*.py")}
