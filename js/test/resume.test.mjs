@@ -3,22 +3,16 @@
 // after the last seq it has), misses nothing, repeats nothing, and reports the end once, after
 // the job's end.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { EventSource } from "eventsource";
 
 import { createClient, watchJob } from "../underway.js";
-import { countingFetch, recorder, startServer, waitFor } from "./helpers/server.mjs";
+import { countingFetch, recorder, startServer, stores, waitFor } from "./helpers/server.mjs";
 
-/** @type {import("./helpers/server.mjs").UnderwayServer} */
-let server;
-
-before(async () => {
+/** @param {string|undefined} url */
+const serverOn = (url) =>
   // a short lease: the attempt the kill interrupted runs again soon after the restart
-  server = await startServer({
-    args: ["--lease-timeout", "1", "--sweep-interval", "0.2", "--shutdown-grace", "0.2"],
-  });
-});
-after(() => server?.stop());
+  startServer({ url, args: ["--lease-timeout", "1", "--sweep-interval", "0.2", "--shutdown-grace", "0.2"] });
 
 const WATCHES = {
   sse: { transport: "sse" },
@@ -47,7 +41,20 @@ class SpyingSocket extends WebSocket {
 /** @param {any} event */
 const attempt = (event) => (event.type === "log" ? event.data.fields?.attempt : undefined);
 
-test("every transport resumes after the server was killed, and after it was stopped", async () => {
+for (const [store, url] of stores()) {
+  test(`every transport resumes after the server was killed, and after it was stopped (${store})`, async () => {
+    const server = await serverOn(url);
+    try {
+      await resumes(server);
+    } finally {
+      await server.stop();
+    }
+  });
+}
+
+/** @param {import("./helpers/server.mjs").UnderwayServer} server */
+async function resumes(server) {
+  SpyingSocket.sent = [];
   const api = createClient({ baseUrl: server.baseUrl });
   const job = await api.submit(
     "hold",
@@ -129,4 +136,4 @@ test("every transport resumes after the server was killed, and after it was stop
   const subscribed = SpyingSocket.sent.filter((message) => message.op === "subscribe");
   assert.equal(subscribed[0].after, 0);
   assert.ok(subscribed.filter((message) => message.after >= 5).length >= 2, JSON.stringify(subscribed));
-});
+}

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Chromium (Debian's, through ``executable_path``); skips or, under CI=true,
-    fails without it."""
+    fails without it. One per module, not per session: while Playwright's sync API is open, the
+    main thread has a running event loop, and the tests after these (``asyncio.run``) need none."""
     require_browser()
     from playwright.sync_api import sync_playwright
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from postgres_support import fresh_postgres_url
 
 JS = Path(__file__).resolve().parents[2] / "js"
 #: The oldest Node the package supports (its ``engines``).
@@ -39,9 +40,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _run(command: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+def _run(command: Sequence[str], timeout: float, **variables: str) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("UNDERWAY_")}
-    env.update(UNDERWAY_PYTHON=sys.executable, NO_COLOR="1", FORCE_COLOR="0")
+    env.update(UNDERWAY_PYTHON=sys.executable, NO_COLOR="1", FORCE_COLOR="0", **variables)
     return subprocess.run(
         list(command), cwd=JS, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -68,10 +69,17 @@ def node() -> str:
 
 @pytest.mark.timeout(600)
 def test_node_suite(node: str) -> None:
-    """The client against real servers: transports, resume, tokens, backoff, REST (node:test)."""
+    """The client against real servers: transports, resume, tokens, backoff, REST (node:test);
+    the resume suite on SQLite and on a fresh PostgreSQL schema."""
     files = sorted(str(path.relative_to(JS)) for path in (JS / "test").glob("*.test.mjs"))
     assert files, "no js/test/*.test.mjs"
-    _check(_run([node, "--experimental-websocket", "--test", *files], timeout=540), "node --test")
+    schemas = fresh_postgres_url()  # skips (fails under CI=true) without PostgreSQL
+    postgres = next(schemas)
+    try:
+        command = [node, "--experimental-websocket", "--test", *files]
+        _check(_run(command, timeout=540, UNDERWAY_JS_POSTGRES_URL=postgres), "node --test")
+    finally:
+        schemas.close()  # drops the schema
 
 
 @pytest.mark.timeout(600)

@@ -58,25 +58,43 @@ export function scratch() {
 }
 
 /**
- * An underway server (and worker) on a fresh SQLite file, or on `db` to restart one.
- * @param {{args?: string[], port?: number, dir?: string}} [options]
+ * An underway server (and worker) on a fresh SQLite file in a scratch folder (or `dir`), or
+ * on the store at `url` (a PostgreSQL schema, say).
+ * @param {{args?: string[], port?: number, dir?: string, url?: string}} [options]
  */
-export async function startServer({ args = [], port, dir } = {}) {
+export async function startServer({ args = [], port, dir, url } = {}) {
   const own = dir ? null : scratch();
   const where = dir ?? /** @type {{dir: string}} */ (own).dir;
-  const server = new UnderwayServer(where, port ?? (await freePort()), args, own);
+  const server = new UnderwayServer(where, port ?? (await freePort()), args, own, url);
   await server.start();
   return server;
 }
 
+/**
+ * The stores the suites that matter on both run against: SQLite, and PostgreSQL when
+ * `UNDERWAY_JS_POSTGRES_URL` names a fresh schema (the pytest bridge makes one). Under
+ * `CI=true` it must: CI does not pass by leaving PostgreSQL out.
+ * @returns {[string, string|undefined][]}
+ */
+export function stores() {
+  const postgres = process.env.UNDERWAY_JS_POSTGRES_URL;
+  if (!postgres && process.env.CI === "true") {
+    throw new Error("UNDERWAY_JS_POSTGRES_URL is required under CI=true (run through tests/js/test_js.py)");
+  }
+  return postgres ? [["sqlite", undefined], ["postgres", postgres]] : [["sqlite", undefined]];
+}
+
 export class UnderwayServer {
-  /** @param {string} dir @param {number} port @param {string[]} args @param {{cleanup(): void}|null} own */
-  constructor(dir, port, args, own) {
+  /**
+   * @param {string} dir @param {number} port @param {string[]} args @param {{cleanup(): void}|null} own
+   * @param {string} [url] the store (default: x.db in `dir`)
+   */
+  constructor(dir, port, args, own, url) {
     this.dir = dir;
     this.port = port;
     this.args = args;
     this.own = own;
-    this.url = `sqlite:///${join(dir, "x.db")}`;
+    this.url = url ?? `sqlite:///${join(dir, "x.db")}`;
     this.origin = `http://127.0.0.1:${port}`;
     this.baseUrl = `${this.origin}/api`;
     /** @type {import("node:child_process").ChildProcess|null} */
