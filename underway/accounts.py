@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from .auth import (
+    DEFAULT_SESSION_TTL,
     DEFAULT_TOKEN_TTL,
     MAX_TOKEN_TTL,
+    SESSION_PREFIX,
     TOKEN_PREFIX,
     Grant,
     Principal,
     Role,
+    Session,
     StreamToken,
     check_owner,
     check_role,
@@ -30,6 +33,7 @@ from .auth import (
     new_secret,
     parse_token,
     secret_version,
+    sign_session,
     sign_token,
     verify_token,
 )
@@ -70,9 +74,9 @@ class Accounts:
         #: Keys whose hash matched, by the key: their digest (a repeated key skips the HMAC; its
         #: row is still read on every request, so a revocation takes effect at once).
         self._matched: OrderedDict[str, str] = OrderedDict()
-        #: Tokens whose signature was checked, by the token: the principal and the secret's
-        #: version (dropped with the secret at a rotation).
-        self._verified: OrderedDict[str, tuple[Principal, str]] = OrderedDict()
+        #: Tokens and session cookies whose signature was checked: the principal, the secret's
+        #: version (dropped with the secret at a rotation) and a session's CSRF token.
+        self._verified: OrderedDict[str, tuple[Principal, str, str]] = OrderedDict()
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -140,9 +144,29 @@ class Accounts:
         assert self._current is not None
         return sign_token(self._signing[self._current], principal, grant, ttl)
 
+    async def session(self, principal: Principal, ttl: float = DEFAULT_SESSION_TTL) -> Session:
+        """A browser session of ``principal`` (signed in with its API key)."""
+        await self._load_signing(force=time.monotonic() - self._loaded_at > SIGNING_MAX_AGE)
+        assert self._current is not None
+        return sign_session(self._signing[self._current], principal, ttl)
+
+    async def principal_of_session(self, cookie: str) -> tuple[Principal, str]:
+        """The principal of a session cookie and the CSRF token that goes with it;
+        ``Unauthenticated`` if forged, expired or its key was revoked."""
+        if not cookie.startswith(SESSION_PREFIX):
+            raise Unauthenticated("not a session: sign in again (POST /session)")
+        principal = await self._principal_of_signed(cookie)
+        return principal, self._verified.get(cookie, (principal, "", ""))[2]
+
     async def principal_of_token(self, token: str) -> Principal:
         """The principal of a stream token; ``Unauthenticated`` if forged, expired or its key
         was revoked."""
+        if not token.startswith(TOKEN_PREFIX):
+            raise Unauthenticated("not a stream token: get one from POST /stream-tokens")
+        return await self._principal_of_signed(token)
+
+    async def _principal_of_signed(self, token: str) -> Principal:
+        """The principal of a token or session cookie, checked: signature, expiry, key."""
         principal = await self._checked_token(token)
         if principal.expires_at is not None and principal.expires_at <= time.time():
             raise Unauthenticated("the token has expired: get a new one from POST /stream-tokens")
@@ -158,8 +182,6 @@ class Accounts:
         if known is not None and known[1] in self._signing:
             self._verified.move_to_end(token)
             return known[0]
-        if not token.startswith(TOKEN_PREFIX):
-            raise Unauthenticated("not a stream token: get one from POST /stream-tokens")
         parsed = parse_token(token)
         version = parsed.version or ""
         if version not in self._signing and time.monotonic() - self._loaded_at > RELOAD_INTERVAL:
@@ -168,7 +190,7 @@ class Accounts:
         if secret is None:
             raise Unauthenticated("the token is not valid: get a new one from POST /stream-tokens")
         principal = verify_token(secret, parsed)
-        _remember(self._verified, token, (principal, version))
+        _remember(self._verified, token, (principal, version, str(parsed.payload.get("c", ""))))
         return principal
 
     async def refresh(self) -> None:

@@ -7,6 +7,7 @@ run the async call on a private event loop in a background thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import threading
 import time
@@ -398,6 +399,30 @@ class App:
         """Cancel every unfinished job ``job_filter`` matches; return how many."""
         return len(await (await self._ready()).cancel(job_filter))
 
+    async def retry_matching(self, job_filter: JobFilter) -> int:
+        """Run every finished job ``job_filter`` matches again (same ids; the failed and
+        cancelled ones when it names no status), each with its task's full number of attempts,
+        as :meth:`retry` does; return how many.
+
+        The jobs are read a page at a time and retried a task at a time: each job once, even
+        one that runs and ends again before the last page is done.
+        """
+        job_filter = retry_filter(job_filter)
+        store = await self._ready()
+        retried, after = 0, ""
+        while True:
+            page = await store.list_jobs(job_filter, limit=RETRY_PAGE, after=after)
+            for task, ids in _ids_by_task(page).items():
+                matching = dataclasses.replace(job_filter, ids=ids)
+                retried += len(await store.retry_jobs(matching, self._attempts(task)))
+            if len(page) < RETRY_PAGE:
+                return retried
+            after = page[-1].id
+
+    def _attempts(self, task: str) -> int:
+        """The attempts a retried job of ``task`` gets: its task's, or 1 for a task not registered here."""
+        return self.tasks[task].retry.max_attempts if task in self.tasks else 1
+
     # -- batches -------------------------------------------------------------------------------
 
     async def submit_batch(
@@ -518,9 +543,8 @@ class App:
     async def retry_failed(self, batch_id: str) -> int:
         """Run the batch's failed and cancelled items again; return how many."""
         batch = await self.get_batch(batch_id)
-        attempts = self.tasks[batch.task].retry.max_attempts if batch.task in self.tasks else 1
-        job_filter = JobFilter(statuses=(Status.FAILED, Status.CANCELLED), batch_id=batch_id)
-        return len(await self.store.retry_jobs(job_filter, attempts))
+        job_filter = JobFilter(statuses=RETRIED_BY_DEFAULT, batch_id=batch_id)
+        return len(await self.store.retry_jobs(job_filter, self._attempts(batch.task)))
 
     # -- queues --------------------------------------------------------------------------------
 
@@ -591,8 +615,7 @@ class App:
     async def retry(self, job_id: str) -> Job:
         """Run a finished job again (same id; it gets the task's full number of attempts)."""
         job = await self.get(job_id)
-        attempts = self.tasks[job.task].retry.max_attempts if job.task in self.tasks else 1
-        return await self.store.retry(job_id, max_attempts=job.attempt + attempts)
+        return await self.store.retry(job_id, max_attempts=job.attempt + self._attempts(job.task))
 
     async def delete(self, job_id: str) -> None:
         await (await self._ready()).delete(job_id)
@@ -676,6 +699,32 @@ def _new_job(
 
 #: The most items one batch may have.
 MAX_BATCH = 100_000
+#: What a retry of many jobs runs again when it names no status.
+RETRIED_BY_DEFAULT = (Status.FAILED, Status.CANCELLED)
+#: Jobs read at a time by :meth:`App.retry_matching`.
+RETRY_PAGE = 500
+
+
+def retry_filter(job_filter: JobFilter) -> JobFilter:
+    """``job_filter`` as a retry of many jobs uses it: the failed and cancelled jobs when it names
+    no status; ``InvalidArguments`` when it names one that has not ended."""
+    if not job_filter.statuses:
+        return dataclasses.replace(job_filter, statuses=RETRIED_BY_DEFAULT)
+    unfinished = [status.value for status in job_filter.statuses if not status.terminal]
+    if unfinished:
+        raise InvalidArguments(
+            f"only finished jobs can be retried, not {', '.join(unfinished)} ones: name succeeded, "
+            "failed or cancelled (or no status: failed and cancelled)",
+            details={"status": unfinished},
+        )
+    return job_filter
+
+
+def _ids_by_task(jobs: Sequence[Job]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for job in jobs:
+        found.setdefault(job.task, []).append(job.id)
+    return {task: tuple(ids) for task, ids in found.items()}
 
 
 def _checked_run_at(options: SubmitOptions) -> float:

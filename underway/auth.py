@@ -35,6 +35,10 @@ ROLES: tuple[Role, ...] = ("user", "admin")
 
 KEY_PREFIX = "uw_"
 TOKEN_PREFIX = "uwt."
+#: A dashboard session: the value of the :data:`SESSION_COOKIE` cookie (``uws.<payload>.<sig>``).
+SESSION_PREFIX = "uws."
+SESSION_COOKIE = "underway_session"
+DEFAULT_SESSION_TTL = 12 * 3600.0
 #: Hex digits of a key's id, the public part of the key (``uw_<id>_<secret>``).
 KEY_ID_LENGTH = 12
 DEFAULT_TOKEN_TTL = 900.0
@@ -186,8 +190,38 @@ def sign_token(secret: str, principal: Principal, grant: Grant, ttl: float) -> S
         "x": expires_at,
         "v": secret_version(secret),
     }
+    return StreamToken(_sign(secret, payload, TOKEN_PREFIX), expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: the HttpOnly cookie, and the CSRF token that every write it makes
+    must carry in ``X-CSRF-Token`` (the page keeps it; the cookie alone is not enough)."""
+
+    cookie: str
+    csrf_token: str
+    expires_at: float
+
+
+def sign_session(secret: str, principal: Principal, ttl: float) -> Session:
+    """A session of ``principal`` (made from its API key) for ``ttl`` seconds."""
+    expires_at = round(time.time() + ttl, 3)
+    csrf_token = secrets.token_urlsafe(24)
+    payload = {
+        "s": 1,
+        "o": principal.owner,
+        "r": principal.role,
+        "k": principal.key_id,
+        "x": expires_at,
+        "c": csrf_token,
+        "v": secret_version(secret),
+    }
+    return Session(_sign(secret, payload, SESSION_PREFIX), csrf_token, expires_at)
+
+
+def _sign(secret: str, payload: dict[str, Any], prefix: str) -> str:
     body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-    return StreamToken(f"{TOKEN_PREFIX}{body}.{_signature(secret, body)}", expires_at)
+    return f"{prefix}{body}.{_signature(secret, body)}"
 
 
 class ParsedToken(NamedTuple):
@@ -204,10 +238,12 @@ class ParsedToken(NamedTuple):
 
 
 def parse_token(token: str) -> ParsedToken:
-    """The parts of a token, unchecked; ``Unauthenticated`` if it is not one."""
-    body, _, signature = token[len(TOKEN_PREFIX) :].partition(".")
+    """The parts of a stream token or session cookie, unchecked; ``Unauthenticated`` if it is
+    neither."""
+    prefix = TOKEN_PREFIX if token.startswith(TOKEN_PREFIX) else SESSION_PREFIX
+    body, _, signature = token[len(prefix) :].partition(".")
     payload = None
-    if token.startswith(TOKEN_PREFIX):
+    if token.startswith(prefix):
         try:
             payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         except (ValueError, binascii.Error):
@@ -239,10 +275,11 @@ def verify_token(secret: str, token: str | ParsedToken, now: float | None = None
 
 
 def principal_of_payload(payload: dict[str, Any]) -> Principal:
+    """The principal a token (limited by its grant) or a session (not limited) stands for."""
     return Principal(
         owner=payload["o"],
         role=check_role(payload["r"]),
-        grant=Grant(job=payload["j"], batch=payload["b"]),
+        grant=None if payload.get("s") else Grant(job=payload["j"], batch=payload["b"]),
         key_id=payload["k"],
         expires_at=float(payload["x"]),
     )

@@ -144,6 +144,7 @@ SERVER_FIELDS = (
     "max_streams_per_user",
     "max_submissions_per_minute",
     "key_check_interval",
+    "session_ttl",
 )
 
 

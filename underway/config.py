@@ -94,6 +94,9 @@ class Settings:
     max_submissions_per_minute: int = field(
         default=600, metadata={"help": "submissions of one user per minute, per server (429 above)"}
     )
+    session_ttl: float = field(
+        default=12 * 3600.0, metadata={"help": "how long a browser stays signed in (POST /session)"}
+    )
     key_check_interval: float = field(
         default=2.0, metadata={"help": "how often open streams check that their key is not revoked"}
     )
@@ -105,6 +108,7 @@ class Settings:
             "poll_interval",
             "sweep_interval",
             "key_check_interval",
+            "session_ttl",
             "max_batch_items",
             "max_json_depth",
             "max_args_size",

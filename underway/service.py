@@ -126,6 +126,13 @@ class Service:
         scoped = self.scoped(job_filter)
         return 0 if scoped is None else await self.app.cancel_matching(scoped)
 
+    async def retry_all(self, job_filter: JobFilter) -> int:
+        """Run every finished job of the principal's that matches again (see
+        :meth:`App.retry_matching`): a write, so not with a stream token."""
+        self.require("write")
+        scoped = self.scoped(job_filter)
+        return 0 if scoped is None else await self.app.retry_matching(scoped)
+
     async def answer(self, job_id: str, value: Any, key: str | None = None) -> Job:
         self.require("answer")
         self._check_json(value, "the answer")

@@ -386,6 +386,7 @@ EVERY_ROUTE = [
     ("GET", "/workers"),
     ("GET", "/metrics"),
     ("POST", "/stream-tokens"),
+    ("GET", "/me"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
 ]
@@ -693,3 +694,67 @@ def test_a_long_poll_with_a_token_ends_when_the_token_expires(secured: Tenants) 
     assert answered.json()["events"] == []
     assert time.monotonic() - started < 3.0  # not the 30 s asked for
     secured.live.gates.open_all()
+
+
+# -- browser sessions ---------------------------------------------------------------------------
+
+
+def test_a_session_cookie_signs_a_browser_in_and_its_writes_need_the_csrf_token(secured: Tenants) -> None:
+    browser = secured.client(None)
+    signed = browser.post("/session", json={"key": secured.keys["alice"]})
+    assert signed.status_code == 200, signed.text
+    body = signed.json()
+    assert (body["owner"], body["role"]) == ("alice", "user")
+    cookie = signed.headers["set-cookie"]
+    for attribute in ("underway_session=uws.", "HttpOnly", "SameSite=strict", "Path=/api"):
+        assert attribute.lower() in cookie.lower(), cookie
+    assert secured.keys["alice"] not in cookie
+    mine = secured.submit("alice", "hold", {"gate": "s"})
+    theirs = secured.submit("bob", "hold", {"gate": "s"})
+    assert [j["id"] for j in browser.get("/jobs").json()["jobs"]] == [mine["id"]]  # the cookie alone
+    assert_error(browser.get(f"/jobs/{theirs['id']}"), 404, "job_not_found")
+    me = browser.get("/me").json()
+    assert me["via"] == "session"
+    assert me["csrf_token"] == body["csrf_token"]
+    assert me["can"] == {"write": True, "cancel": True, "answer": True, "admin": False}
+
+    # A write with the cookie alone (what a cross-site page could make the browser send) fails,
+    # even as JSON; with the CSRF token it goes through.
+    forged = browser.post(f"/jobs/{mine['id']}/cancel", json={}, headers={"X-Requested-With": "x"})
+    assert_error(forged, 403, "forbidden")
+    assert forged.json()["error"]["details"] == {"reason": "csrf"}
+    wrong = browser.post(f"/jobs/{mine['id']}/cancel", json={}, headers={"X-CSRF-Token": "guess"})
+    assert_error(wrong, 403, "forbidden")
+    assert secured.live.job(mine["id"])["status"] == "running"
+    done = browser.post(f"/jobs/{mine['id']}/cancel", json={}, headers={"X-CSRF-Token": body["csrf_token"]})
+    assert done.status_code == 200, done.text
+
+    # Signing out drops the cookie; a wrong key signs nobody in.
+    assert browser.delete("/session").status_code == 204
+    assert_error(browser.get("/jobs"), 401, "unauthenticated")
+    assert_error(
+        browser.post("/session", json={"key": "uw_0123456789ab_" + "x" * 43}), 401, "unauthenticated"
+    )
+    secured.live.gates.open_all()
+
+
+def test_a_session_ends_when_its_key_is_revoked(secured: Tenants) -> None:
+    browser = secured.client(None)
+    assert browser.post("/session", json={"key": secured.keys["bob"]}).status_code == 200
+    assert browser.get("/jobs").status_code == 200
+    revoke(secured, "bob")
+    assert_error(browser.get("/jobs"), 401, "unauthenticated")
+
+
+def test_me_says_who_is_asking(secured: Tenants, live: LiveServer) -> None:
+    admin = secured.client("admin").get("/me").json()
+    assert (admin["owner"], admin["role"], admin["via"], admin["auth"]) == ("admin", "admin", "key", True)
+    assert admin["can"]["admin"] is True
+    job = secured.submit("alice", "echo")
+    token = secured.token("alice", job=job["id"])
+    scoped = secured.client(None).get("/me", params={"token": token}).json()
+    assert scoped["via"] == "token"
+    assert scoped["grant"] == {"job": job["id"], "batch": None}
+    assert scoped["can"] == {"write": False, "cancel": True, "answer": True, "admin": False}
+    anonymous = live.client().get("/me").json()  # auth off, on loopback
+    assert (anonymous["via"], anonymous["role"], anonymous["auth"]) == ("anonymous", "admin", False)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..events import Event, NewEvent
+from ..events import Event, NewEvent, dumps
 from ..jobs import Job, Status
 
 
@@ -145,6 +145,8 @@ class WorkerWrite:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobFilter:
+    """Which jobs a list, a cancel or a retry is about: those that match every field given."""
+
     statuses: tuple[Status, ...] = ()
     queue: str | None = None
     task: str | None = None
@@ -152,6 +154,61 @@ class JobFilter:
     label: tuple[str, str] | None = None
     ids: tuple[str, ...] = ()
     batch_id: str | None = None
+    #: A search: the jobs whose id starts with it or whose arguments' JSON contains it (see
+    #: :func:`search_texts`), ignoring the case of ASCII letters. ``None`` or ``""``: every job.
+    q: str | None = None
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` matches, as the stores decide in SQL (for events that arrive live)."""
+        label = self.label
+        return (
+            (not self.ids or job.id in self.ids)
+            and (not self.statuses or job.status in self.statuses)
+            and all(
+                wanted is None or wanted == found
+                for wanted, found in (
+                    (self.queue, job.queue),
+                    (self.task, job.task),
+                    (self.owner, job.owner),
+                    (self.batch_id, job.batch_id),
+                )
+            )
+            and (label is None or job.labels.get(label[0]) == label[1])
+            and (not self.q or found_by_search(job, self.q))
+        )
+
+
+#: ASCII letters to lowercase, and nothing else: what SQLite's ``lower()`` does, and what
+#: PostgreSQL's does under ``COLLATE "C"``, so that a search finds the same jobs in every store.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_case(text: str) -> str:
+    """``text`` with its ASCII letters in lowercase (other letters stay as they are)."""
+    return text.translate(_ASCII_LOWER)
+
+
+def search_prefix(q: str) -> str | None:
+    """What a job's id must start with (case folded) to be found by ``q``; ``None`` if no id can."""
+    return None if "\x00" in q else fold_case(q)
+
+
+def search_texts(q: str) -> tuple[str, ...]:
+    """What a search for ``q`` looks for in a job's arguments' JSON text, case folded: ``q`` as
+    typed, and ``q`` as JSON writes it inside a string (``"`` as ``\\"``, a backslash doubled,
+    a newline as ``\\n``) when that differs, so that ``say "hi"`` finds ``{"text": "say \\"hi\\""}``.
+    A text with a NUL character is left out: no JSON text holds one (nor may PostgreSQL's)."""
+    written = dumps(q)[1:-1]
+    return tuple(dict.fromkeys(fold_case(text) for text in (q, written) if "\x00" not in text))
+
+
+def found_by_search(job: Job, q: str) -> bool:
+    """Whether a search for ``q`` finds ``job`` (see :attr:`JobFilter.q`)."""
+    prefix = search_prefix(q)
+    if prefix is not None and fold_case(job.id).startswith(prefix):
+        return True
+    text = fold_case(dumps(job.args))
+    return any(wanted in text for wanted in search_texts(q))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,7 +338,8 @@ class Store(Protocol):
         """Mark the batch cancelled and cancel its items as :meth:`cancel` does."""
 
     async def retry_jobs(self, job_filter: JobFilter, extra_attempts: int) -> list[Job]:
-        """Queue the finished jobs matching the filter again, each with ``extra_attempts`` more."""
+        """Queue the finished jobs matching the filter again, each with ``extra_attempts`` more;
+        a batch with one of them in it is no longer marked cancelled."""
 
     async def queues(self, owner: str | None = None) -> list[QueueInfo]:
         """Every queue that has jobs or controls.

@@ -46,6 +46,8 @@ from .base import (
     SweepResult,
     WorkerInfo,
     WorkerWrite,
+    search_prefix,
+    search_texts,
 )
 from .changes import ChangeWatch
 from .rows import (
@@ -1039,8 +1041,8 @@ def _retry_jobs(tx: _Tx, now: float, job_filter: JobFilter, extra: int) -> list[
         tx.append([(job.id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))])
     if jobs:
         tx.changed = True
-        if job_filter.batch_id is not None:
-            tx.run(Q["reopen_batch"], {"id": job_filter.batch_id, "now": now})
+    for batch_id in sorted({job.batch_id for job in jobs if job.batch_id is not None}):
+        tx.run(Q["reopen_batch"], {"id": batch_id, "now": now})
     return jobs
 
 
@@ -1149,4 +1151,26 @@ def _where(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
     if job_filter.label is not None:
         clauses.append("labels ->> %(label_key)s = %(label_value)s")
         params["label_key"], params["label_value"] = job_filter.label
+    if job_filter.q:
+        clauses.append(_search(job_filter.q, params))
     return " AND ".join(clauses), params
+
+
+def _search(q: str, params: dict[str, Any]) -> str:
+    """The clause of a search, its patterns added to ``params``. ``COLLATE "C"`` makes ``ILIKE``
+    ignore the case of ASCII letters only, as SQLite and :func:`fold_case` do, whatever the
+    database's locale."""
+    clauses: list[str] = []
+    prefix = search_prefix(q)
+    if prefix is not None:
+        clauses.append("id COLLATE \"C\" ILIKE %(q_prefix)s ESCAPE '\\'")
+        params["q_prefix"] = _like_escaped(prefix) + "%"
+    for index, text in enumerate(search_texts(q)):
+        clauses.append(f"args::text COLLATE \"C\" ILIKE %(q_text{index})s ESCAPE '\\'")
+        params[f"q_text{index}"] = f"%{_like_escaped(text)}%"
+    return f"({' OR '.join(clauses) or 'false'})"
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` in a ``LIKE`` pattern, its wildcards (``%``, ``_``) and the escape (``\\``) escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

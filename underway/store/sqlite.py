@@ -39,6 +39,8 @@ from .base import (
     SweepResult,
     WorkerInfo,
     WorkerWrite,
+    search_prefix,
+    search_texts,
 )
 from .changes import ChangeWatch
 from .rows import (
@@ -986,8 +988,8 @@ def _retry_jobs(conn: sqlite3.Connection, now: float, job_filter: JobFilter, ext
             conn, now, [(job.id, job.last_seq, status_event(Status.QUEUED, job.attempt, reason="retry"))]
         )
         jobs.append(job)
-    if job_filter.batch_id is not None and jobs:
-        conn.execute(Q["reopen_batch"], {"id": job_filter.batch_id, "now": now})
+    for batch_id in sorted({job.batch_id for job in jobs if job.batch_id is not None}):
+        conn.execute(Q["reopen_batch"], {"id": batch_id, "now": now})
     return jobs
 
 
@@ -1047,4 +1049,22 @@ def _where(job_filter: JobFilter) -> tuple[str, list[Any]]:
     if job_filter.label is not None:
         clauses.append("json_extract(labels, '$.' || json_quote(?)) = ?")
         params += list(job_filter.label)
+    if job_filter.q:
+        clause, found = _search(job_filter.q)
+        clauses.append(clause)
+        params += found
     return " AND ".join(clauses), params
+
+
+def _search(q: str) -> tuple[str, list[Any]]:
+    """The clause of a search (``lower()`` folds ASCII letters only, as :func:`fold_case` does)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    prefix = search_prefix(q)
+    if prefix is not None:
+        clauses.append("instr(lower(id), ?) = 1")
+        params.append(prefix)
+    for text in search_texts(q):
+        clauses.append("instr(lower(args), ?) > 0")
+        params.append(text)
+    return f"({' OR '.join(clauses) or '0 = 1'})", params

@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, FastAPI, Query, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..app import App
-from ..auth import Principal
+from ..auth import ANONYMOUS, SESSION_COOKIE, Principal
 from ..config import Settings
 from ..jobs import Status
 from ..quotas import Quotas
@@ -28,7 +28,7 @@ from ..timefmt import to_iso
 from .assets import Assets
 from .batches import add_batch_routes, add_queue_routes
 from .errors import ErrorRoute
-from .guard import Authenticate, Guard, KeyWatch, Svc
+from .guard import CSRF, Authenticate, Guard, KeyWatch, Svc, credentials
 from .metrics import Metrics
 from .models import (
     AnswerRequest,
@@ -38,6 +38,9 @@ from .models import (
     Health,
     JobList,
     JobOut,
+    MeOut,
+    SessionOut,
+    SessionRequest,
     StatusName,
     StreamTokenOut,
     StreamTokenRequest,
@@ -280,6 +283,56 @@ def add_service_routes(api: API) -> None:
         made = await service.stream_token(job=body.job, batch=body.batch, ttl=body.ttl, owner=body.owner)
         return {"token": made.token, "expires_at": to_iso(made.expires_at)}
 
+    @router.post("/session", response_model=SessionOut, tags=["auth"])
+    async def create_session(body: SessionRequest, request: Request) -> JSONResponse:
+        """Sign a browser in with an API key: an HttpOnly, SameSite=Strict cookie, and a CSRF
+        token the page sends as ``X-CSRF-Token`` with every change it makes."""
+        accounts = api.app.accounts
+        principal = await accounts.principal_of_key(body.key)
+        session = await accounts.session(principal, api.settings.session_ttl)
+        answer = JSONResponse(
+            {
+                "owner": principal.owner,
+                "role": principal.role,
+                "csrf_token": session.csrf_token,
+                "expires_at": to_iso(session.expires_at),
+            }
+        )
+        answer.set_cookie(
+            SESSION_COOKIE,
+            session.cookie,
+            max_age=round(api.settings.session_ttl),
+            path=_api_path(request),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return answer
+
+    @router.delete("/session", status_code=204, tags=["auth"])
+    async def end_session(request: Request) -> Response:
+        """Sign the browser out: its session cookie is dropped."""
+        answer = Response(status_code=204)
+        answer.delete_cookie(SESSION_COOKIE, path=_api_path(request), httponly=True, samesite="strict")
+        return answer
+
+    @router.get("/me", response_model=MeOut, tags=["auth"])
+    async def me(request: Request, service: Svc) -> dict[str, Any]:
+        """Who the caller is, and what it may do (the dashboard shows or hides its controls)."""
+        principal = service.principal
+        kind = credentials(request)[0]
+        via = kind or ("anonymous" if principal is ANONYMOUS else "hook")
+        grant = principal.grant
+        return {
+            "owner": principal.owner,
+            "role": principal.role,
+            "auth": api.guard.on,
+            "via": via,
+            "can": {action: principal.may(action) for action in ("write", "cancel", "answer", "admin")},
+            "grant": None if grant is None else {"job": grant.job, "batch": grant.batch},
+            "csrf_token": request.scope.get(CSRF) if via == "session" else None,
+        }
+
     @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     async def health() -> JSONResponse:
         """Liveness and store reachability; needs no principal."""
@@ -294,6 +347,12 @@ def add_service_routes(api: API) -> None:
         """Prometheus metrics: jobs by status and queue, throughput, durations, open streams (admins)."""
         body, content_type = await api.metrics.render(service)
         return Response(body, media_type=content_type)
+
+
+def _api_path(request: Request) -> str:
+    """Where the API is mounted (``/api`` for ``/api/session``): the session cookie's path."""
+    path = request.url.path
+    return path[: -len("/session")] or "/"
 
 
 __all__ = ["API", "Authenticate", "Status"]

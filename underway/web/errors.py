@@ -70,7 +70,7 @@ SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
 )
 #: Routes that answer without a principal.
-PUBLIC_ROUTES = frozenset({"health"})
+PUBLIC_ROUTES = frozenset({"health", "create_session", "end_session"})
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

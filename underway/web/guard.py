@@ -6,14 +6,17 @@ WebSocket ask :meth:`Guard.principal`; what the principal may then see and do is
 
 1. ``Authorization: Bearer uw_…`` (a built-in API key) or ``Bearer uwt.…`` (a stream token);
 2. ``?token=uwt.…`` (a stream token: browsers' ``EventSource`` and WebSocket send no headers);
-3. the host app's ``authenticate`` hook, which returns a :class:`~underway.auth.Principal`;
-4. with authentication off, the anonymous admin.
+3. the ``underway_session`` cookie of a browser signed in with ``POST /session`` (its writes
+   carry the session's CSRF token in ``X-CSRF-Token``);
+4. the host app's ``authenticate`` hook, which returns a :class:`~underway.auth.Principal`;
+5. with authentication off, the anonymous admin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +26,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends
 from starlette.requests import HTTPConnection, Request
 
-from ..auth import ANONYMOUS, KEY_PREFIX, TOKEN_PREFIX, Principal
+from ..auth import ANONYMOUS, KEY_PREFIX, SESSION_COOKIE, TOKEN_PREFIX, Principal
 from ..exceptions import ConfigError, Forbidden, Unauthenticated
 from ..service import Service
 
@@ -43,6 +46,8 @@ CSRF_HEADERS = ("x-requested-with", "x-csrf-token")
 
 #: Where the route class puts the :class:`Service` of a request's principal.
 SERVICE = "underway.service"
+#: Where the guard keeps the CSRF token of a request signed in by a session cookie.
+CSRF = "underway.csrf"
 
 
 async def current_service(request: Request) -> Service:
@@ -110,6 +115,9 @@ class Guard:
             return await accounts.principal_of_key(credential)
         if kind == "token":
             return await accounts.principal_of_token(credential)
+        if kind == "session":
+            principal, conn.scope[CSRF] = await accounts.principal_of_session(credential)
+            return principal
         if self.authenticate is not None:
             found = await self.authenticate(conn)
             if found is not None:
@@ -127,10 +135,25 @@ class Guard:
         )
 
     def check_write(self, conn: HTTPConnection, method: str) -> None:
-        """Refuse a change that a cross-site form could have sent: an unsafe method whose
-        credentials the browser supplies itself (no ``Authorization``, no token) needs a JSON
-        body or one of :data:`CSRF_HEADERS`."""
-        if method not in UNSAFE_METHODS or credentials(conn)[0] is not None:
+        """Refuse a change that a cross-site page could have sent. Credentials the browser
+        sends by itself need proof that the page is ours: a session cookie, its CSRF token in
+        ``X-CSRF-Token``; no credentials of underway's (auth off, or the host's own cookie
+        through the hook), a JSON body or one of :data:`CSRF_HEADERS`. ``Authorization`` and
+        tokens need nothing more (a browser never adds them by itself)."""
+        if method not in UNSAFE_METHODS:
+            return
+        kind = credentials(conn)[0]
+        if kind == "session":
+            expected = conn.scope.get(CSRF, "")
+            sent = conn.headers.get("x-csrf-token", "")
+            if expected and hmac.compare_digest(sent.encode(), expected.encode()):
+                return
+            raise Forbidden(
+                "a change made with the session cookie must carry its CSRF token in X-CSRF-Token"
+                " (POST /session and GET /me give it)",
+                details={"reason": "csrf"},
+            )
+        if kind is not None:
             return
         headers = conn.headers
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -152,7 +175,8 @@ class Guard:
 
 
 def credentials(conn: HTTPConnection) -> tuple[str | None, str]:
-    """``("key", …)``, ``("token", …)`` or ``(None, "")``: the underway credentials sent."""
+    """``("key", …)``, ``("token", …)``, ``("session", …)`` or ``(None, "")``: the underway
+    credentials sent, in the order they count."""
     authorization = conn.headers.get("authorization")
     if authorization is not None:
         scheme, _, value = authorization.partition(" ")
@@ -165,6 +189,9 @@ def credentials(conn: HTTPConnection) -> tuple[str | None, str]:
     token = conn.query_params.get("token")
     if token is not None:
         return "token", token
+    session = conn.cookies.get(SESSION_COOKIE)
+    if session is not None:
+        return "session", session
     return None, ""
 
 

@@ -123,6 +123,27 @@ class StreamTokenOut(BaseModel):
     expires_at: str
 
 
+class SessionRequest(StrictModel):
+    key: str = Field(min_length=1, max_length=200, description="an API key (underway keys create)")
+
+
+class SessionOut(BaseModel):
+    owner: str
+    role: Literal["user", "admin"]
+    csrf_token: str = Field(description="send it as X-CSRF-Token with every change")
+    expires_at: str
+
+
+class MeOut(BaseModel):
+    owner: str = Field(description='"" when authentication is off')
+    role: Literal["user", "admin"]
+    auth: bool = Field(description="whether authentication is on")
+    via: Literal["key", "token", "session", "hook", "anonymous"]
+    can: dict[str, bool] = Field(description="submit, cancel, answer, admin: what this principal may do")
+    grant: dict[str, str | None] | None = Field(description="what a stream token is limited to")
+    csrf_token: str | None = Field(description="with a session: send it as X-CSRF-Token")
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str
