@@ -91,6 +91,33 @@ describe("REST helpers", () => {
     assert.equal(retried.batch.id, batch.id);
   });
 
+  test("search and selection: list, cancelAll and retryAll by q and ids", async () => {
+    const tag = `needle-${Date.now()}`;
+    const failing = await Promise.all([1, 2].map((n) => user.submit("boom", { message: `${tag} ${n}` })));
+    const other = await user.submit("boom", { message: "hay" });
+    for (const job of [...failing, other]) await until(job.id, (j) => j.status === "failed");
+    const ids = failing.map((job) => job.id);
+    const found = await user.list({ q: tag.toUpperCase() });
+    assert.deepEqual(found.jobs.map((/** @type {any} */ j) => j.id).sort(), [...ids].sort());
+    const picked = await user.list({ ids: [ids[0], other.id] });
+    assert.deepEqual(picked.jobs.map((/** @type {any} */ j) => j.id).sort(), [ids[0], other.id].sort());
+
+    assert.deepEqual(await user.retryAll({ q: tag }), { retried: 2 });
+    for (const id of ids) await until(id, (j) => j.status === "failed" && j.attempt === 2);
+    assert.equal((await user.get(other.id)).attempt, 1);
+    assert.deepEqual(await user.retryAll({ ids: [other.id], status: "succeeded" }), { retried: 0 });
+    await refused(user.retryAll({ status: ["running"] }), "invalid_request", 422);
+    await refused(user.retryAll({ ids: [] }), "invalid_request", 422);
+    const reader = createClient({ baseUrl: server.baseUrl, token: (await user.streamToken({})).token });
+    await refused(reader.retryAll({}), "forbidden", 403);
+
+    const queue = `selected-${Date.now()}`;
+    const later = await Promise.all([1, 2].map((a) => user.submit("add", { a }, { delay: 60, queue })));
+    assert.deepEqual(await user.cancelAll({ queue, ids: [later[0].id] }), { cancelled: 1 });
+    assert.deepEqual(await user.cancelAll({ q: later[1].id }), { cancelled: 1 });
+    assert.equal((await user.get(later[0].id)).status, "cancelled");
+  });
+
   test("queues are for admins", async () => {
     await refused(user.pauseQueue("default"), "forbidden", 403);
     assert.equal((await admin.pauseQueue("js-queue")).paused, true);
@@ -134,6 +161,7 @@ describe("REST helpers", () => {
     for (const name of [
       "submitBatch",
       "cancelAll",
+      "retryAll",
       "answer",
       "retry",
       "retryFailed",

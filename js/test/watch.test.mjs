@@ -222,6 +222,33 @@ describe("watchJobs", () => {
     }
     server.release(release);
   });
+
+  test("follows the jobs a search finds, and no other", async () => {
+    const tag = `needle-${Date.now()}`;
+    const wanted = await api.submit("hold", { release: server.path(tag), interval: 0.03 });
+    const other = await api.submit("hold", { release: server.path(`hay-${tag.slice(7)}`), interval: 0.03 });
+    for (const transport of TRANSPORTS) {
+      const { seen, callbacks } = recorder();
+      const filter = { q: tag.toUpperCase() };
+      const options = { baseUrl: server.baseUrl, transport, pollInterval: 50, ...callbacks };
+      const watch = watchJobs(filter, options);
+      try {
+        await waitFor(() => seen.jobs?.[wanted.id]?.status === "running", { what: `the job (${transport})` });
+        if (transport !== "poll") await waitFor(() => seen.events.length >= 2, { what: `ticks (${transport})` });
+      } finally {
+        watch.close();
+      }
+      assert.deepEqual(Object.keys(seen.jobs), [wanted.id], transport);
+      assert.ok(
+        seen.events.every((/** @type {any} */ e) => e.job_id === wanted.id),
+        transport,
+      );
+      assert.deepEqual(seen.errors, []);
+    }
+    server.release(tag);
+    server.release(`hay-${tag.slice(7)}`);
+    assert.equal((await api.get(other.id)).id, other.id);
+  });
 });
 
 describe("watchBatch", () => {

@@ -326,6 +326,31 @@ def test_cancel_all_that_match(client: Any) -> None:
     assert client.cancel_all(queue=queue) == 1
 
 
+def test_list_cancel_all_and_retry_all_by_search_and_ids(client: Any) -> None:
+    queue = unique("search")
+    wanted = [client.submit("chatter", {"lines": 7 + i}, queue=queue, delay=3600).id for i in range(2)]
+    other = client.submit("add", {"a": 99}, queue=queue, delay=3600).id
+    assert [job.id for job in client.list(queue=queue, q='"LINES":').jobs] == wanted[::-1]
+    assert [job.id for job in client.list(q=other).jobs] == [other]
+    assert [job.id for job in client.list(queue=queue, ids=[other, wanted[0]]).jobs] == [other, wanted[0]]
+    assert client.list(queue=queue, q="lines", ids=[other]).jobs == []
+    assert client.cancel_all(queue=queue, ids=[wanted[0]], q="add") == 0
+    assert client.cancel_all(queue=queue, q="lines") == 2
+    with pytest.raises(underway.InvalidArguments, match="ids"):
+        client.cancel_all(ids=[])  # an empty selection is not "every job"
+    assert client.retry_all(queue=queue, ids=[wanted[1]]) == 1
+    assert until_status(client, wanted[1], Status.SUCCEEDED).attempt == 1
+    assert client.retry_all(queue=queue, status=["succeeded"], q="lines") == 1
+    with pytest.raises(underway.InvalidArguments, match="status"):
+        client.retry_all(status=["queued"])
+    assert client.retry_all(queue=queue) == 1  # what is left: the first, cancelled
+    for job_id in wanted:
+        until_status(client, job_id, Status.SUCCEEDED)
+    assert client.get(wanted[1]).attempt == 2
+    assert client.get(other).status is Status.QUEUED
+    assert client.cancel_all(queue=queue) == 1
+
+
 def test_answer_a_waiting_job(client: Any) -> None:
     job = client.submit("ask", {"question": "Go on?"})
     waiting = until_status(client, job.id, Status.WAITING)

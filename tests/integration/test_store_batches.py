@@ -142,6 +142,21 @@ async def test_retrying_a_batch_reruns_only_its_failed_and_cancelled_items(store
     assert after.status == "running"
 
 
+async def test_retrying_items_by_any_filter_reopens_their_cancelled_batch(store: Store) -> None:
+    batch = await batch_of(store, 2)
+    await store.cancel_batch(batch.id)
+    again = await store.retry_jobs(JobFilter(q='"n":1', statuses=(Status.CANCELLED,)), 1)
+    assert [job.args for job in again] == [{"n": 1}]
+    after = await store.get_batch(batch.id)
+    assert after is not None
+    assert not after.cancelled
+    (item,) = await store.claim("w", [], 10, LEASE)
+    await finish(store, item, Status.SUCCEEDED)
+    done = await store.get_batch(batch.id)
+    assert done is not None
+    assert (done.counts, done.status) == ({"cancelled": 1, "succeeded": 1}, "partial")
+
+
 # -- queues ----------------------------------------------------------------------------------------
 
 

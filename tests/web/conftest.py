@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import LiveServer, server_settings, start_server
+from web_support import LiveServer, StartServer, server_settings, start_server
 
 from underway.web.api import Authenticate
-
-StartServer = Callable[..., LiveServer]
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import StartServer
 from fastapi import FastAPI
 from starlette.requests import HTTPConnection
-from web_support import LiveServer
+from web_support import LiveServer, StartServer
 
 import underway
 from underway.auth import Principal

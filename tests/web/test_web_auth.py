@@ -376,6 +376,7 @@ EVERY_ROUTE = [
     ("POST", "/jobs/x/answer"),
     ("POST", "/jobs/x/retry"),
     ("POST", "/jobs/cancel"),
+    ("POST", "/jobs/retry"),
     ("DELETE", "/jobs/x"),
     ("GET", "/batches"),
     ("POST", "/batches"),

@@ -5,13 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from web_support import LiveServer, assert_error, events_only, frames, wait_until
-
-if TYPE_CHECKING:
-    from conftest import StartServer
+from web_support import LiveServer, StartServer, assert_error, events_only, frames, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

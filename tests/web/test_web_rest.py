@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartServer
-from web_support import LiveServer, assert_error, wait_until
+from web_support import LiveServer, StartServer, assert_error, wait_until
 
 from underway.events import Event, EventType
 from underway.jobs import Job, Status

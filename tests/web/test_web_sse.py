@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartServer
 from web_support import (
     SOON,
     Frame,
     LiveServer,
+    StartServer,
     assert_error,
     events_only,
     frames,

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import StartServer
 from starlette.requests import Request
-from web_support import SOON, Frame, LiveServer, frames, raw_socket, wait_until
+from web_support import SOON, Frame, LiveServer, StartServer, frames, raw_socket, wait_until
 
 import underway.web.sse as sse_module
 import underway.web.streams as streams

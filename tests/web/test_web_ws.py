@@ -9,9 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartServer
 from starlette.requests import HTTPConnection
-from web_support import SOON, LiveServer, assert_error, live_streams, wait_until
+from web_support import SOON, LiveServer, StartServer, assert_error, live_streams, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 

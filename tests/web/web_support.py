@@ -390,3 +390,7 @@ def live_streams(live: LiveServer, transport: str) -> int:
         if line.startswith(f'underway_open_streams{{transport="{transport}"}}'):
             return int(float(line.rsplit(" ", 1)[1]))
     raise AssertionError(f"no underway_open_streams for {transport}")
+
+
+#: The ``start`` fixture's type: ``start(authenticate=None, headers=None, **settings)``.
+StartServer = Callable[..., LiveServer]

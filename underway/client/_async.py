@@ -126,12 +126,24 @@ class AsyncClient(BaseClient):
         task: str | None = None,
         label: str | None = None,
         owner: str | None = None,
+        batch: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first: see :meth:`Client.list`."""
         call = self._list_call(
-            status=status, queue=queue, task=task, label=label, owner=owner, limit=limit, cursor=cursor
+            status=status,
+            queue=queue,
+            task=task,
+            label=label,
+            owner=owner,
+            batch=batch,
+            q=q,
+            ids=ids,
+            limit=limit,
+            cursor=cursor,
         )
         return await self._send(call)
 
@@ -158,9 +170,48 @@ class AsyncClient(BaseClient):
         status: Iterable[Status | str] = (),
         batch: str | None = None,
         label: str | None = None,
+        owner: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
     ) -> int:
         """Cancel every unfinished job that matches: see :meth:`Client.cancel_all`."""
-        call = self._cancel_all_call(queue=queue, task=task, status=status, batch=batch, label=label)
+        call = self._change_all_call(
+            "cancel",
+            queue=queue,
+            task=task,
+            status=status,
+            batch=batch,
+            label=label,
+            owner=owner,
+            q=q,
+            ids=ids,
+        )
+        return await self._send(call)
+
+    async def retry_all(
+        self,
+        *,
+        status: Iterable[Status | str] = (),
+        queue: str | None = None,
+        task: str | None = None,
+        batch: str | None = None,
+        label: str | None = None,
+        owner: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> int:
+        """Run every finished job that matches again: see :meth:`Client.retry_all`."""
+        call = self._change_all_call(
+            "retry",
+            queue=queue,
+            task=task,
+            status=status,
+            batch=batch,
+            label=label,
+            owner=owner,
+            q=q,
+            ids=ids,
+        )
         return await self._send(call)
 
     async def retry(self, job_id: str) -> Job:

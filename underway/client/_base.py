@@ -153,12 +153,24 @@ class BaseClient:
         task: str | None,
         label: str | None,
         owner: str | None,
+        batch: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
         limit: int,
         cursor: str | None,
     ) -> Call[JobPage]:
         statuses = [status] if isinstance(status, str) else list(status or ())
         params: Params = [("status", str(s)) for s in statuses]
-        given = (("queue", queue), ("task", task), ("label", label), ("owner", owner), ("cursor", cursor))
+        given = (
+            ("queue", queue),
+            ("task", task),
+            ("label", label),
+            ("owner", owner),
+            ("batch", batch),
+            ("q", q),
+            ("ids", None if ids is None else ",".join(ids)),
+            ("cursor", cursor),
+        )
         for name, value in given:
             if value is not None:
                 params.append((name, value))
@@ -193,20 +205,28 @@ class BaseClient:
         body = {"value": value} if key is None else {"value": value, "key": key}
         return self._change_call(job_id, "answer", body)
 
-    def _cancel_all_call(
+    def _change_all_call(
         self,
+        action: Literal["cancel", "retry"],
         *,
-        queue: str | None,
-        task: str | None,
         status: Iterable[Status | str],
+        queue: str | None = None,
+        task: str | None = None,
         batch: str | None = None,
         label: str | None = None,
+        owner: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
     ) -> Call[int]:
+        """``cancel`` or ``retry`` every job that matches: how many were (``ids``, if given,
+        must name at least one job: an empty selection is refused, never taken for all)."""
         body: Json = {"status": [str(s) for s in status]}
-        for name, value in (("queue", queue), ("task", task), ("batch", batch), ("label", label)):
-            if value is not None:
-                body[name] = value
-        return Call(method="POST", path="/jobs/cancel", body=body, parse=lambda data: int(data["cancelled"]))
+        given = {"queue": queue, "task": task, "batch": batch, "label": label, "owner": owner, "q": q}
+        body |= {name: value for name, value in given.items() if value is not None}
+        if ids is not None:
+            body["ids"] = list(ids)
+        count = "cancelled" if action == "cancel" else "retried"
+        return Call(method="POST", path=f"/jobs/{action}", body=body, parse=lambda data: int(data[count]))
 
     def _delete_call(self, job_id: str) -> Call[None]:
         return Call(method="DELETE", path=_job_path(job_id), job_id=job_id, parse=lambda _: None)

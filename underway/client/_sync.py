@@ -136,16 +136,30 @@ class Client(BaseClient):
         task: str | None = None,
         label: str | None = None,
         owner: str | None = None,
+        batch: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first: ``jobs, next_cursor = client.list(status="running")``.
 
-        ``label`` is ``"key:value"``; ``owner``: only that owner's jobs (admins). Pass
+        ``label`` is ``"key:value"``; ``owner``: only that owner's jobs (admins); ``batch``: a
+        batch's; ``q``: a search, the jobs whose id starts with it or whose arguments' JSON
+        contains it (ignoring the case of ASCII letters); ``ids``: only these jobs. Pass
         ``next_cursor`` back as ``cursor`` for older jobs (it is ``None`` on the last page).
         """
         call = self._list_call(
-            status=status, queue=queue, task=task, label=label, owner=owner, limit=limit, cursor=cursor
+            status=status,
+            queue=queue,
+            task=task,
+            label=label,
+            owner=owner,
+            batch=batch,
+            q=q,
+            ids=ids,
+            limit=limit,
+            cursor=cursor,
         )
         return self._send(call)
 
@@ -174,10 +188,51 @@ class Client(BaseClient):
         status: Iterable[Status | str] = (),
         batch: str | None = None,
         label: str | None = None,
+        owner: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
     ) -> int:
-        """Cancel every unfinished job that matches (``batch`` is a batch id, ``label`` is
-        ``"key:value"``); return how many."""
-        call = self._cancel_all_call(queue=queue, task=task, status=status, batch=batch, label=label)
+        """Cancel every unfinished job that matches (the filters of :meth:`list`; ``ids``, if
+        given, must name at least one job); return how many."""
+        call = self._change_all_call(
+            "cancel",
+            queue=queue,
+            task=task,
+            status=status,
+            batch=batch,
+            label=label,
+            owner=owner,
+            q=q,
+            ids=ids,
+        )
+        return self._send(call)
+
+    def retry_all(
+        self,
+        *,
+        status: Iterable[Status | str] = (),
+        queue: str | None = None,
+        task: str | None = None,
+        batch: str | None = None,
+        label: str | None = None,
+        owner: str | None = None,
+        q: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> int:
+        """Run every finished job that matches again (same ids, each with its task's full
+        attempts): the failed and cancelled ones unless ``status`` names finished statuses; the
+        other filters are :meth:`list`'s. Return how many."""
+        call = self._change_all_call(
+            "retry",
+            queue=queue,
+            task=task,
+            status=status,
+            batch=batch,
+            label=label,
+            owner=owner,
+            q=q,
+            ids=ids,
+        )
         return self._send(call)
 
     def retry(self, job_id: str) -> Job:

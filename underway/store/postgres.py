@@ -1135,11 +1135,13 @@ def _get(tx: _Tx, job_id: str, *, lock: bool = False) -> Job:
 
 
 def _where(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
+    if _holds_nul(job_filter):
+        return "false", {}
     clauses = ["true"]
     params: dict[str, Any] = {}
     if job_filter.ids:
         clauses.append("id = ANY(%(ids)s::text[])")
-        params["ids"] = list(job_filter.ids)
+        params["ids"] = [job_id for job_id in job_filter.ids if "\x00" not in job_id]
     if job_filter.statuses:
         clauses.append("status = ANY(%(statuses)s::text[])")
         params["statuses"] = [s.value for s in job_filter.statuses]
@@ -1154,6 +1156,16 @@ def _where(job_filter: JobFilter) -> tuple[str, dict[str, Any]]:
     if job_filter.q:
         clauses.append(_search(job_filter.q, params))
     return " AND ".join(clauses), params
+
+
+def _holds_nul(job_filter: JobFilter) -> bool:
+    """Whether a value the filter compares for equality has a NUL: no text of PostgreSQL holds
+    one (it refuses the query), so the filter matches nothing."""
+    values = (job_filter.queue, job_filter.task, job_filter.owner, job_filter.batch_id)
+    texts = [value for value in (*values, *(job_filter.label or ())) if value is not None]
+    if job_filter.ids and all("\x00" in job_id for job_id in job_filter.ids):
+        return True
+    return any("\x00" in text for text in texts)
 
 
 def _search(q: str, params: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from ..auth import ANONYMOUS, SESSION_COOKIE, Principal
 from ..config import Settings
 from ..jobs import Status
 from ..quotas import Quotas
-from ..service import JobFilter, Service
+from ..service import Service
 from ..timefmt import to_iso
 from .assets import Assets
 from .batches import add_batch_routes, add_queue_routes
@@ -31,6 +31,9 @@ from .errors import ErrorRoute
 from .guard import CSRF, Authenticate, Guard, KeyWatch, Svc, credentials
 from .metrics import Metrics
 from .models import (
+    IDS,
+    MAX_SEARCH,
+    SEARCH,
     AnswerRequest,
     CancelCount,
     CancelRequest,
@@ -39,6 +42,8 @@ from .models import (
     JobList,
     JobOut,
     MeOut,
+    RetriedCount,
+    RetryRequest,
     SessionOut,
     SessionRequest,
     StatusName,
@@ -47,7 +52,8 @@ from .models import (
     SubmitRequest,
     TaskList,
     WorkerList,
-    statuses,
+    job_filter,
+    selected_ids,
 )
 from .sse import StreamSet
 
@@ -204,20 +210,25 @@ def add_job_routes(api: API) -> None:
         task: str | None = None,
         label: Annotated[str | None, Query(pattern=r"^[^:]+:.*$", description="key:value")] = None,
         owner: Annotated[str | None, Query(description="only this owner's jobs (admins)")] = None,
+        batch: Annotated[str | None, Query(description="a batch id")] = None,
+        q: Annotated[str | None, Query(max_length=MAX_SEARCH, description=SEARCH)] = None,
+        ids: Annotated[str | None, Query(description=IDS)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> JSONResponse:
         """The caller's jobs (an admin's: everyone's) matching the filters, newest first;
         follow ``next_cursor`` for older ones."""
-        key, _, value = (label or "").partition(":")
-        job_filter = JobFilter(
-            statuses=statuses(status or []),
+        found = job_filter(
+            status=status or (),
             queue=queue,
             task=task,
+            batch=batch,
+            label=label,
             owner=owner,
-            label=(key, value) if label else None,
+            q=q,
+            ids=selected_ids(ids),
         )
-        jobs = await service.list_jobs(job_filter, limit=limit, before=cursor)
+        jobs = await service.list_jobs(found, limit=limit, before=cursor)
         next_cursor = jobs[-1].id if len(jobs) == limit else None
         return JSONResponse({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor})
 
@@ -229,16 +240,13 @@ def add_job_routes(api: API) -> None:
     async def cancel_jobs(body: CancelRequest, service: Svc) -> dict[str, int]:
         """Cancel every unfinished job of the caller's that matches (queued at once, running
         ones asked to stop)."""
-        key, _, value = (body.label or "").partition(":")
-        job_filter = JobFilter(
-            statuses=statuses(body.status),
-            queue=body.queue,
-            task=body.task,
-            owner=body.owner,
-            batch_id=body.batch,
-            label=(key, value) if body.label else None,
-        )
-        return {"cancelled": await service.cancel_all(job_filter)}
+        return {"cancelled": await service.cancel_all(body.job_filter(body.status))}
+
+    @router.post("/jobs/retry", response_model=RetriedCount, tags=["jobs"])
+    async def retry_jobs(body: RetryRequest, service: Svc) -> dict[str, int]:
+        """Run every finished job of the caller's that matches again (same ids; the failed and
+        cancelled ones when ``status`` is not given), each with its task's full attempts."""
+        return {"retried": await service.retry_all(body.job_filter(body.status))}
 
     @router.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"])
     async def cancel_job(job_id: str, service: Svc) -> JSONResponse:

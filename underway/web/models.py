@@ -6,17 +6,32 @@ prints); the models here describe them, and a test checks that they agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..exceptions import InvalidArguments
 from ..jobs import Status
+from ..service import JobFilter
 from ..tasks import SubmitOptions
 
 StatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+FinishedStatusName = Literal["succeeded", "failed", "cancelled"]
 EventTypeName = Literal["status", "progress", "log", "prompt", "answer"]
+
+
+#: The most job ids one filter may name.
+MAX_IDS = 1000
+#: The longest search text.
+MAX_SEARCH = 200
+SEARCH = (
+    "a search: the jobs whose id starts with it or whose arguments' JSON contains it"
+    " (ignoring the case of ASCII letters)"
+)
+IDS = f"comma-separated job ids (at most {MAX_IDS})"
+JobId = Annotated[str, Field(max_length=200)]
 
 
 class StrictModel(BaseModel):
@@ -98,13 +113,42 @@ class AnswerRequest(StrictModel):
     key: str | None = Field(default=None, description="the question's key (default: the one asked now)")
 
 
-class CancelRequest(StrictModel):
-    status: list[StatusName] = Field(default_factory=list)
-    queue: str | None = None
-    task: str | None = None
-    batch: str | None = Field(default=None, description="a batch id")
+class JobFilterFields(StrictModel):
+    """The jobs a change of many is about: those that match every field given."""
+
+    # Every text has a length limit: pydantic then refuses one that is not Unicode (a lone
+    # surrogate, which JSON can escape), as no store could take it.
+    queue: str | None = Field(default=None, max_length=100)
+    task: str | None = Field(default=None, max_length=200)
+    batch: str | None = Field(default=None, max_length=200, description="a batch id")
     label: str | None = Field(default=None, pattern=r"^[^:]+:.*$", description="key:value")
-    owner: str | None = Field(default=None, description="only this owner's jobs (admins)")
+    owner: str | None = Field(default=None, max_length=200, description="only this owner's jobs (admins)")
+    q: str | None = Field(default=None, max_length=MAX_SEARCH, description=SEARCH)
+    ids: list[JobId] | None = Field(
+        default=None, min_length=1, max_length=MAX_IDS, description="only these jobs (at least one)"
+    )
+
+    def job_filter(self, status: Sequence[str]) -> JobFilter:
+        return job_filter(
+            status=status,
+            queue=self.queue,
+            task=self.task,
+            batch=self.batch,
+            label=self.label,
+            owner=self.owner,
+            q=self.q,
+            ids=self.ids or (),
+        )
+
+
+class CancelRequest(JobFilterFields):
+    status: list[StatusName] = Field(default_factory=list)
+
+
+class RetryRequest(JobFilterFields):
+    status: list[FinishedStatusName] = Field(
+        default_factory=list, description="default: failed and cancelled"
+    )
 
 
 class StreamTokenRequest(StrictModel):
@@ -209,6 +253,10 @@ class CancelCount(BaseModel):
     cancelled: int
 
 
+class RetriedCount(BaseModel):
+    retried: int
+
+
 class TaskOut(BaseModel):
     name: str
     queue: str
@@ -246,3 +294,53 @@ class Health(BaseModel):
 
 def statuses(names: Sequence[str]) -> tuple[Status, ...]:
     return tuple(Status(name) for name in names)
+
+
+def job_filter(
+    *,
+    status: Sequence[str] = (),
+    queue: str | None = None,
+    task: str | None = None,
+    batch: str | None = None,
+    label: str | None = None,
+    owner: str | None = None,
+    q: str | None = None,
+    ids: Sequence[str] = (),
+) -> JobFilter:
+    """The filter of the parameters every job filter of the API takes (``label`` is ``key:value``)."""
+    key, _, value = (label or "").partition(":")
+    return JobFilter(
+        statuses=statuses(status),
+        queue=queue,
+        task=task,
+        owner=owner,
+        label=(key, value) if label else None,
+        ids=tuple(ids),
+        batch_id=batch,
+        q=q or None,
+    )
+
+
+def id_list(text: str | None) -> tuple[str, ...]:
+    """The job ids of a comma-separated parameter (none if it is empty); at most ``MAX_IDS``."""
+    return checked_ids((text or "").split(","))
+
+
+def selected_ids(text: str | None) -> tuple[str, ...]:
+    """The job ids of ``?ids=a,b``: none when it is not given; ``InvalidArguments`` when it is
+    given but names no job (an empty selection is not taken for every job)."""
+    ids = id_list(text)
+    if text is not None and not ids:
+        raise InvalidArguments("ids names no job: leave it out for every job, or name at least one")
+    return ids
+
+
+def checked_ids(given: Iterable[str]) -> tuple[str, ...]:
+    """The job ids given, each once, empty ones left out; ``InvalidArguments`` beyond ``MAX_IDS``."""
+    ids = tuple(dict.fromkeys(one for one in given if one))
+    if len(ids) > MAX_IDS:
+        raise InvalidArguments(
+            f"{len(ids)} job ids, more than the {MAX_IDS} a filter may name: split the request",
+            details={"limit": MAX_IDS},
+        )
+    return ids

@@ -12,6 +12,7 @@ frame is encoded once per process (:mod:`.wire`) and shared by every stream that
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ from ..exceptions import InvalidArguments
 from ..jobs import Job
 from ..service import JobFilter, Service
 from .guard import Svc
-from .models import ErrorOut, EventList
+from .models import IDS, MAX_SEARCH, SEARCH, ErrorOut, EventList, id_list, job_filter
 from .sse import EventStream, FrameSource, frame
 from .wire import encoded
 
@@ -108,20 +109,33 @@ def add_stream_routes(api: API) -> None:
     )
     async def stream_many(
         service: Svc,
-        jobs: Annotated[str | None, Query(description="comma-separated job ids")] = None,
+        jobs: Annotated[str | None, Query(description=IDS)] = None,
+        ids: Annotated[str | None, Query(description=f"the same as jobs: {IDS}")] = None,
         queue: str | None = None,
         batch: Annotated[str | None, Query(description="a batch id")] = None,
+        owner: Annotated[str | None, Query(description="only this owner's jobs (admins)")] = None,
+        q: Annotated[str | None, Query(max_length=MAX_SEARCH, description=SEARCH)] = None,
         token: Annotated[str | None, Query(description="a stream token (POST /stream-tokens)")] = None,
     ) -> Response:
         """One multiplexed stream: a ``snapshot`` of the matching jobs, then their live events.
 
-        Without ``jobs``, ``queue`` or ``batch`` it follows every job the caller may see. After a
-        reconnect it starts again with a fresh snapshot (there is no resume point across jobs).
+        Without ``jobs``, ``queue``, ``batch``, ``owner`` or ``q`` it follows every job the caller
+        may see. After a reconnect it starts again with a fresh snapshot (there is no resume
+        point across jobs).
         """
-        ids = frozenset(j for j in (jobs or "").split(",") if j)
-        if batch is not None:
-            await service.get_batch(batch)
-        return open_sse(api, service.principal, _ManyFrames(api, _Filter(service, ids, queue, batch)))
+        wanted = job_filter(
+            queue=queue, batch=batch, owner=owner, q=q, ids=id_list(f"{jobs or ''},{ids or ''}")
+        )
+        await check_many(service, wanted)
+        return open_sse(api, service.principal, _ManyFrames(api, _Filter(service, wanted)))
+
+
+async def check_many(service: Service, wanted: JobFilter) -> None:
+    """Refuse a multiplexed stream of jobs the principal may not ask for: another owner's (403
+    for a user), or a batch it does not see (404)."""
+    service.scoped(wanted)
+    if wanted.batch_id is not None:
+        await service.get_batch(wanted.batch_id)
 
 
 async def _long_poll(
@@ -357,81 +371,62 @@ class _ManyFrames(_Frames):
         return b"".join(chunks)
 
 
-async def follow_many(
-    service: Service, ids: frozenset[str], queue: str | None, batch: str | None = None
-) -> AsyncIterator[Event | dict[str, Any]]:
-    """A snapshot (``{"jobs": [...]}``), then every event of the matching jobs ``service`` may
-    see; a fresh snapshot whenever the subscriber fell behind."""
-    wanted = _Filter(service, ids, queue, batch)
+async def follow_many(service: Service, wanted: JobFilter) -> AsyncIterator[Event | dict[str, Any]]:
+    """A snapshot (``{"jobs": [...]}``), then every event of the jobs ``wanted`` matches that
+    ``service`` may see; a fresh snapshot whenever the subscriber fell behind."""
+    jobs = _Filter(service, wanted)
     with await service.bus().subscribe(None) as subscription:
-        yield await wanted.snapshot()
+        yield await jobs.snapshot()
         while True:
             try:
                 event = await subscription.get()
             except Overflow:
-                yield await wanted.snapshot()
+                yield await jobs.snapshot()
                 continue
-            if event is not None and await wanted.wants(event):
+            if event is not None and await jobs.wants(event):
                 yield event
 
 
 class _Filter:
-    """The jobs a multiplexed stream follows: some ids, one queue, one batch, or all of them,
-    of those its principal may see.
+    """The jobs a multiplexed stream follows: those its principal may see that the filter
+    matches (some ids, a queue, a batch, an owner, a search, or all of them). Its statuses are
+    not used: a stream follows its jobs from status to status.
 
     Each job seen is looked up once, through the service (the last ``size`` are remembered):
-    whether it is visible, and its queue and batch.
+    whether it is visible and matches (what it matches on does not change as it runs).
     """
 
-    __slots__ = ("_batch", "_ids", "_known", "_queue", "_size", "service")
+    __slots__ = ("_filter", "_ids", "_known", "_size", "service")
 
-    def __init__(
-        self,
-        service: Service,
-        ids: frozenset[str],
-        queue: str | None,
-        batch: str | None = None,
-        size: int = 10_000,
-    ) -> None:
+    def __init__(self, service: Service, wanted: JobFilter, size: int = 10_000) -> None:
         self.service = service
-        self._ids = ids
-        self._queue = queue
-        self._batch = batch
+        self._filter = dataclasses.replace(wanted, statuses=())
+        self._ids = frozenset(wanted.ids)
         self._size = size
-        self._known: OrderedDict[str, tuple[str, str | None] | None] | None = None
+        self._known: OrderedDict[str, bool] | None = None
 
     async def wants(self, event: Event) -> bool:
         if self._ids and event.job_id not in self._ids:
             return False
-        seen = await self._seen(event.job_id)
-        if seen is None:
-            return False
-        queue, batch = seen
-        return (self._queue is None or queue == self._queue) and (self._batch is None or batch == self._batch)
+        return await self._seen(event.job_id)
 
     async def snapshot(self) -> dict[str, Any]:
         service = self.service
         if self._ids:
             found = [await service.find(job_id) for job_id in sorted(self._ids)]
-            jobs = [job for job in found if job is not None and self._matches(job)]
+            jobs = [job for job in found if job is not None and self._filter.matches(job)]
         else:
-            job_filter = JobFilter(queue=self._queue, batch_id=self._batch)
-            jobs = await service.list_jobs(job_filter, limit=SNAPSHOT_LIMIT)
+            jobs = await service.list_jobs(self._filter, limit=SNAPSHOT_LIMIT)
         return {"jobs": [job.to_dict() for job in jobs]}
 
-    def _matches(self, job: Job) -> bool:
-        return (self._queue is None or job.queue == self._queue) and (
-            self._batch is None or job.batch_id == self._batch
-        )
-
-    async def _seen(self, job_id: str) -> tuple[str, str | None] | None:
-        """``(queue, batch)`` of a visible job, ``None`` for one not visible (or gone)."""
+    async def _seen(self, job_id: str) -> bool:
+        """Whether the job is visible and matches (``False`` for one gone)."""
         if self._known is None:
             self._known = OrderedDict()
         if job_id in self._known:
             return self._known[job_id]
         job = await self.service.find(job_id)
-        seen = None if job is None else (job.queue, job.batch_id)
+        seen = job is not None and self._filter.matches(job)
         self._known[job_id] = seen
         if len(self._known) > self._size:
             self._known.popitem(last=False)

@@ -25,10 +25,11 @@ from starlette.routing import WebSocketRoute
 from ..auth import Principal
 from ..events import Event, EventType
 from ..exceptions import InvalidArguments, TooManyRequests, UnderwayError
-from ..service import Service
+from ..service import JobFilter, Service
 from .batches import BatchFollower
+from .models import MAX_SEARCH, checked_ids, job_filter
 from .sse import send_within
-from .streams import follow_many
+from .streams import check_many, follow_many
 from .wire import encoded
 
 if TYPE_CHECKING:
@@ -212,7 +213,9 @@ class Session:
                 raise InvalidArguments('subscribe to a batch with {"batch": "<id>"}')
             await self.service.get_batch(batch_id)
             return lambda sub: self._pump_batch(sub, batch_id)
-        return lambda sub: self._pump_many(sub, request)
+        wanted = _many_filter(request)
+        await check_many(self.service, wanted)
+        return lambda sub: self._pump_many(sub, wanted)
 
     async def _run_pump(self, sub: str, pump: Pump) -> None:
         try:
@@ -255,10 +258,8 @@ class Session:
         await self.send({"sub": sub, "end": {"job_id": job_id, "status": status}})
         self.subscriptions.pop(sub, None)
 
-    async def _pump_many(self, sub: str, request: dict[str, Any]) -> None:
-        jobs = request.get("jobs") or []
-        queue = request.get("queue")
-        async for item in follow_many(self.service, frozenset(map(str, jobs)), queue):
+    async def _pump_many(self, sub: str, wanted: JobFilter) -> None:
+        async for item in follow_many(self.service, wanted):
             if isinstance(item, Event):
                 await self._push(sub, item)
             else:
@@ -297,6 +298,36 @@ class Session:
 
 
 OPS = ("subscribe", "unsubscribe", "cancel", "answer", "ping")
+
+
+def _many_filter(request: dict[str, Any]) -> JobFilter:
+    """The filter of a subscription to many jobs: ``jobs`` (or ``ids``), ``queue``, ``owner``, ``q``."""
+    ids = [*_strings(request, "jobs"), *_strings(request, "ids")]
+    texts = {name: request.get(name) for name in ("queue", "owner", "q")}
+    if not all(value is None or _unicode(value) for value in texts.values()):
+        raise InvalidArguments('"queue", "owner" and "q" are strings')
+    q = texts["q"]
+    if q is not None and len(q) > MAX_SEARCH:
+        raise InvalidArguments(f'"q" is at most {MAX_SEARCH} characters')
+    return job_filter(queue=texts["queue"], owner=texts["owner"], q=q, ids=checked_ids(ids))
+
+
+def _strings(request: dict[str, Any], name: str) -> list[str]:
+    value = request.get(name) or []
+    if not isinstance(value, list) or not all(_unicode(item) for item in value):
+        raise InvalidArguments(f'"{name}" is a list of job ids')
+    return value
+
+
+def _unicode(value: object) -> bool:
+    """Whether ``value`` is a string of Unicode (JSON can escape a lone surrogate, which is not)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _job_id(request: dict[str, Any]) -> str:

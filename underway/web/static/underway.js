@@ -1557,7 +1557,7 @@ class JobWatch extends Watch {
 
 /** Many jobs on one connection (`GET /stream`): a snapshot, then their events. */
 class JobsWatch extends Watch {
-  /** @param {{jobs?: string[], queue?: string, batch?: string}} filter @param {() => WatchOptions} options */
+  /** @param {JobsFilter} filter @param {() => WatchOptions} options */
   constructor(filter, options) {
     super(options);
     this.filter = normalFilter(filter);
@@ -1568,13 +1568,14 @@ class JobsWatch extends Watch {
   }
 
   streamUrl() {
-    const { jobs, queue, batch } = this.filter;
-    return urlOf(this.base, "/stream", { jobs: jobs.length ? jobs.join(",") : undefined, queue, batch });
+    const { jobs, queue, batch, q } = this.filter;
+    const ids = jobs.length ? jobs.join(",") : undefined;
+    return urlOf(this.base, "/stream", { jobs: ids, queue, batch, q });
   }
 
   wsRequest() {
-    const { jobs, queue } = this.filter;
-    return { ...(jobs.length ? { jobs } : {}), ...(queue ? { queue } : {}) };
+    const { jobs, queue, q } = this.filter;
+    return { ...(jobs.length ? { jobs } : {}), ...(queue ? { queue } : {}), ...(q ? { q } : {}) };
   }
 
   /** @param {{type: string, event?: any, body?: any}} message */
@@ -1598,10 +1599,10 @@ class JobsWatch extends Watch {
 
   /** @param {string|null} token @param {AbortSignal} signal @returns {Promise<Outcome|null>} */
   async pollOnce(token, signal) {
-    const { jobs, queue, batch } = this.filter;
+    const { jobs, queue, batch, q } = this.filter;
     /** @type {any[]} */
     const found = [];
-    if (jobs.length) {
+    if (jobs.length && !q) {
       for (const id of jobs) {
         const answer = await this.getJson(urlOf(this.base, `/jobs/${seg(id)}`), token, signal);
         if ("body" in answer) found.push(answer.body);
@@ -1609,12 +1610,11 @@ class JobsWatch extends Watch {
           return answer.outcome;
       }
     } else {
-      const path = batch ? `/batches/${seg(batch)}/items` : "/jobs";
-      const answer = await this.getJson(
-        urlOf(this.base, path, { queue: batch ? undefined : queue, limit: 500 }),
-        token,
-        signal,
-      );
+      // GET /jobs takes every filter, a search too; a batch's own items route says 404 for no batch
+      const path = batch && !q ? `/batches/${seg(batch)}/items` : "/jobs";
+      const ids = jobs.length ? jobs.join(",") : undefined;
+      const query = path === "/jobs" ? { queue, batch, q, ids, limit: 500 } : { limit: 500 };
+      const answer = await this.getJson(urlOf(this.base, path, query), token, signal);
       if ("outcome" in answer) return answer.outcome;
       found.push(...answer.body.jobs);
     }
@@ -1623,10 +1623,21 @@ class JobsWatch extends Watch {
   }
 }
 
-/** @param {{jobs?: string[], queue?: string|null, batch?: string|null}|null|undefined} filter */
+/**
+ * What `watchJobs` follows: some ids, a queue, a batch's jobs, a search (`q`: the jobs whose id
+ * starts with it or whose arguments' JSON contains it), or all of them.
+ * @typedef {{jobs?: string[], queue?: string|null, batch?: string|null, q?: string|null}} JobsFilter
+ */
+
+/** @param {JobsFilter|null|undefined} filter */
 function normalFilter(filter) {
   const jobs = [...new Set((filter?.jobs ?? []).map(String))].sort();
-  return { jobs, queue: filter?.queue ?? undefined, batch: filter?.batch ?? undefined };
+  return {
+    jobs,
+    queue: filter?.queue ?? undefined,
+    batch: filter?.batch ?? undefined,
+    q: filter?.q || undefined,
+  };
 }
 
 /** One batch: its view (counts, percent, ETA) and the items that changed. */
@@ -1709,9 +1720,9 @@ export function watchBatch(id, options = {}) {
 }
 
 /**
- * Watch many jobs on one connection: some ids, a queue, a batch's jobs, or (`{}`) every job
- * the caller sees. `onJobs(statesById)` after the snapshot and after each event.
- * @param {{jobs?: string[], queue?: string, batch?: string}} filter @param {WatchOptions} [options]
+ * Watch many jobs on one connection: some ids, a queue, a batch's jobs, a search (`q`), or
+ * (`{}`) every job the caller sees. `onJobs(statesById)` after the snapshot and after each event.
+ * @param {JobsFilter} filter @param {WatchOptions} [options]
  * @returns {WatchHandle}
  */
 export function watchJobs(filter = {}, options = {}) {
@@ -1772,6 +1783,12 @@ export function createClient(options = {}) {
   /** @param {Record<string, any>} [fields] */
   const defined = (fields = {}) =>
     Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
+  /** The body of a change of many jobs: `status` always a list. @param {Record<string, any>} filter */
+  const filterBody = (filter) => {
+    const status =
+      filter.status === undefined || Array.isArray(filter.status) ? filter.status : [filter.status];
+    return defined({ ...filter, status });
+  };
   return {
     /**
      * Queue a job; `submitOptions`: `queue, priority, delay, run_at, max_attempts, timeout,
@@ -1789,10 +1806,15 @@ export function createClient(options = {}) {
     /** @param {string} id */
     get: (id) => call("GET", `/jobs/${seg(id)}`),
     /**
-     * `{status?, queue?, task?, label?, owner?, limit?, cursor?}` → `{jobs, next_cursor}`
+     * `{status?, queue?, task?, label?, owner?, batch?, q?, ids?, limit?, cursor?}` →
+     * `{jobs, next_cursor}`; `q` is a search (the jobs whose id starts with it or whose
+     * arguments' JSON contains it), `ids` an array of job ids
      * @param {Record<string, any>} [filter]
      */
-    list: (filter = {}) => call("GET", "/jobs", { query: filter }),
+    list: (filter = {}) =>
+      call("GET", "/jobs", {
+        query: { ...filter, ids: Array.isArray(filter.ids) ? filter.ids.join(",") : filter.ids },
+      }),
     /**
      * `{events, next_after, status}`: the job's events after `after`, long-polled with `wait`.
      * @param {string} id @param {{after?: number, wait?: number, types?: string[]|string, limit?: number}} [query]
@@ -1804,14 +1826,17 @@ export function createClient(options = {}) {
     /** @param {string} id */
     cancel: (id) => call("POST", `/jobs/${seg(id)}/cancel`),
     /**
-     * `{status?, queue?, task?, batch?, label?, owner?}` → `{cancelled}`
+     * Cancel every unfinished job that matches `{status?, queue?, task?, batch?, label?, owner?,
+     * q?, ids?}` (`ids`, if given, must name at least one job) → `{cancelled}`
      * @param {Record<string, any>} [filter]
      */
-    cancelAll: (filter = {}) => {
-      const status =
-        filter.status === undefined || Array.isArray(filter.status) ? filter.status : [filter.status];
-      return call("POST", "/jobs/cancel", { body: defined({ ...filter, status }) });
-    },
+    cancelAll: (filter = {}) => call("POST", "/jobs/cancel", { body: filterBody(filter) }),
+    /**
+     * Run every finished job that matches again, the failed and cancelled ones unless `status`
+     * names finished statuses; the filter as `cancelAll`'s → `{retried}`
+     * @param {Record<string, any>} [filter]
+     */
+    retryAll: (filter = {}) => call("POST", "/jobs/retry", { body: filterBody(filter) }),
     /** @param {string} id @param {any} value @param {string} [key] */
     answer: (id, value, key) => call("POST", `/jobs/${seg(id)}/answer`, { body: defined({ value, key }) }),
     /** @param {string} id */
@@ -1858,6 +1883,8 @@ export const list = (filter, opts) => createClient(opts).list(filter);
 export const cancel = (id, opts) => createClient(opts).cancel(id);
 /** @param {Record<string, any>} [filter] @param {ClientOptions} [opts] */
 export const cancelAll = (filter, opts) => createClient(opts).cancelAll(filter);
+/** @param {Record<string, any>} [filter] @param {ClientOptions} [opts] */
+export const retryAll = (filter, opts) => createClient(opts).retryAll(filter);
 /** @param {string} id @param {any} value @param {string} [key] @param {ClientOptions} [opts] */
 export const answer = (id, value, key, opts) => createClient(opts).answer(id, value, key);
 /** @param {string} id @param {ClientOptions} [opts] */
@@ -2103,19 +2130,20 @@ export function batchStore(id, options = {}) {
 /**
  * The shared store of many jobs (one connection): snapshots `{jobs, error, connected}`, `jobs`
  * being the folded states by id.
- * @param {{jobs?: string[], queue?: string, batch?: string}} filter
+ * @param {JobsFilter} filter
  * @param {WatchOptions & {linger?: number}} [options] @returns {Store<JobsSnapshot>}
  */
 export function jobsStore(filter = {}, options = {}) {
-  const { jobs, queue, batch } = normalFilter(filter);
-  const key = `jobs ${storeKey(options)} ${JSON.stringify([jobs, queue ?? null, batch ?? null])}`;
+  const { jobs, queue, batch, q } = normalFilter(filter);
+  const filterKey = JSON.stringify([jobs, queue ?? null, batch ?? null, q ?? null]);
+  const key = `jobs ${storeKey(options)} ${filterKey}`;
   return storeFor(
     key,
     () =>
       new SharedStore(
         key,
         IDLE_JOBS,
-        (opts) => new JobsWatch({ jobs, queue, batch }, opts),
+        (opts) => new JobsWatch({ jobs, queue, batch, q }, opts),
         (store) => ({
           onJobs: (states) => store.update({ jobs: states }),
           onError: (error) => store.failed(error),
@@ -2172,7 +2200,7 @@ export function createHooks(React) {
     },
     /**
      * `{jobs, error, connected}` of many jobs on one connection.
-     * @param {{jobs?: string[], queue?: string, batch?: string}|null|undefined} filter
+     * @param {JobsFilter|null|undefined} filter
      * @param {WatchOptions & {enabled?: boolean, linger?: number}} [options] @returns {JobsSnapshot}
      */
     useJobs(filter, options = {}) {
