@@ -32,6 +32,7 @@ from .exceptions import (
 )
 from .jobs import Job, Status, new_job_id, new_job_ids
 from .retry import RetryPolicy
+from .stats import DEFAULT_WINDOW, DEPTH, stats_answer, stats_window
 from .store import Batch, Finished, JobFilter, NewBatch, NewJob, QueueInfo, Store, WorkerInfo, open_store
 from .tasks import Limits, RateLimit, SubmitOptions, Task
 
@@ -571,6 +572,19 @@ class App:
     async def finished_since(self, since: float, *, owner: str | None = None) -> list[Finished]:
         """Jobs that ended at or after ``since``, by queue and final status."""
         return await (await self._ready()).finished_since(since, owner=owner)
+
+    async def stats(self, window: float = DEFAULT_WINDOW, *, owner: str | None = None) -> dict[str, Any]:
+        """Time series of the last ``window`` seconds (at most 7 days) as ``GET /stats`` shows
+        them: jobs finished and their latency percentiles per bucket (about 60 buckets), and the
+        current depth (of the jobs of ``owner`` only, if given). See :mod:`underway.stats`."""
+        span = stats_window(window, time.time())
+        store = await self._ready()
+        rows = await store.finished_stats(span.start, span.bucket, span.count, owner=owner)
+        depth = dict.fromkeys(DEPTH, 0)
+        for queue in await store.queues(owner=owner):
+            for status in DEPTH:
+                depth[status] += queue.counts.get(status, 0)
+        return stats_answer(span, rows, depth)
 
     async def job_counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {status: count}}`` of every job in the store."""

@@ -246,6 +246,15 @@ class Service:
         self.require("admin")
         return await self.app.finished_since(since)
 
+    async def stats(self, window: float, owner: str | None = None) -> dict[str, Any]:
+        """``GET /stats``: of the principal's jobs (an admin: all, or ``owner``'s); not for a
+        stream token, as for :meth:`queue_records`."""
+        self.require("write")
+        principal = self.principal
+        if owner is not None and not principal.is_admin and owner != principal.owner:
+            raise Forbidden("only an admin may see the stats of another owner")
+        return await self.app.stats(window, owner=owner if principal.is_admin else principal.owner)
+
     def tasks(self) -> list[dict[str, Any]]:
         self.require("read")
         return [task.describe() for _, task in sorted(self.app.tasks.items())]

@@ -411,6 +411,19 @@ def test_tasks_workers_and_health(client: Any) -> None:
     assert client.health() == {"ok": True, "store": "ok"}
 
 
+def test_stats_count_the_jobs_that_finished_in_the_window(client: Any) -> None:
+    before = sum(client.stats()["finished"]["succeeded"])
+    client.wait(client.submit("add", {"a": 2}).id, timeout=SOON)
+    after = client.stats(window="15m")
+    assert (after["window_s"], after["bucket_s"], len(after["buckets"])) == (900.0, 15, 60)
+    assert sum(after["finished"]["succeeded"]) >= before + 1
+    assert any(p is not None for p in after["latency"]["p99"])
+    assert set(after["depth"]) == {"queued", "running", "waiting"}
+    assert client.stats(window=120, owner="someone")["bucket_s"] == 2
+    with pytest.raises(underway.InvalidArguments, match="window"):
+        client.stats(window="8d")
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 

@@ -383,6 +383,7 @@ EVERY_ROUTE = [
     ("GET", "/batches/x"),
     ("GET", "/batches/x/stream"),
     ("GET", "/queues"),
+    ("GET", "/stats"),
     ("GET", "/tasks"),
     ("GET", "/workers"),
     ("GET", "/metrics"),

@@ -348,6 +348,9 @@ class AsyncClient(BaseClient):
     async def workers(self) -> builtins.list[Json]:
         return await self._send(self._service_call("/workers", "workers"))
 
+    async def stats(self, window: float | str = 3600, owner: str | None = None) -> Json:
+        return await self._send(self._stats_call(window, owner))
+
     async def health(self) -> Json:
         return await self._send(self._health_call())
 

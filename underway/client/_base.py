@@ -309,6 +309,13 @@ class BaseClient:
         """``/tasks`` or ``/workers``: the list under ``key``."""
         return Call(method="GET", path=path, parse=lambda data: list(data[key]))
 
+    def _stats_call(self, window: float | str, owner: str | None) -> Call[Json]:
+        """``GET /stats``: ``window`` in seconds or as a duration (``"15m"``, ``"1h"``, ``"7d"``)."""
+        params: Params = [("window", f"{window:g}" if isinstance(window, int | float) else window)]
+        if owner is not None:
+            params.append(("owner", owner))
+        return Call(method="GET", path="/stats", params=params, parse=dict)
+
     def _stream_token_call(
         self, *, job: str | None, batch: str | None, ttl: float | None, owner: str | None
     ) -> Call[StreamToken]:

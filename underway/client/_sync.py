@@ -376,6 +376,12 @@ class Client(BaseClient):
         """Workers that heartbeated recently."""
         return self._send(self._service_call("/workers", "workers"))
 
+    def stats(self, window: float | str = 3600, owner: str | None = None) -> Json:
+        """Time series of the last ``window`` (seconds, or ``"15m"``, ``"1h"``, ``"7d"``; at most
+        7 days): jobs finished and their latency percentiles in about 60 buckets, and the current
+        depth, of your jobs (an admin: all, or ``owner``'s). See ``GET /stats`` in docs/http.md."""
+        return self._send(self._stats_call(window, owner))
+
     def health(self) -> Json:
         """``{"ok": bool, "store": "ok" | "unreachable: …"}`` (also when the store is down)."""
         return self._send(self._health_call())

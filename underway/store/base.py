@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from ..events import Event, NewEvent, dumps
 from ..jobs import Job, Status
+from ..stats import FinishedBucket
 
 
 class _Unset:
@@ -397,6 +398,13 @@ class Store(Protocol):
     async def finished_since(self, since: float, owner: str | None = None) -> list[Finished]:
         """Jobs (only ``owner``'s if given) that ended at or after ``since`` (epoch seconds), by
         queue and final status."""
+
+    async def finished_stats(
+        self, since: float, bucket: float, count: int, owner: str | None = None
+    ) -> list[FinishedBucket]:
+        """The jobs (only ``owner``'s if given) that ended in each of ``count`` buckets of
+        ``bucket`` seconds from ``since``: counts by final status and nearest-rank percentiles of
+        their latency (see :mod:`underway.stats`), one record per bucket that has any, in order."""
 
     async def workers(self, seen_within: float) -> list[WorkerInfo]: ...
 

@@ -31,6 +31,7 @@ from weakref import WeakKeyDictionary
 from ..events import Event, NewEvent, answer_event, dumps, status_event
 from ..exceptions import BatchNotFound, ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
 from ..jobs import ACTIVE, TERMINAL, Job, Status
+from ..stats import FinishedBucket
 from . import sql
 from .base import (
     UNSET,
@@ -62,6 +63,7 @@ from .rows import (
     counts_by_queue,
     event_from_row,
     expired,
+    finished_buckets_from_rows,
     finished_from_rows,
     idempotency_conflict,
     idempotency_scope,
@@ -641,6 +643,13 @@ class PostgresStore:
         params = {"since": since, "owner": owner}
         rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
         return finished_from_rows(rows)
+
+    async def finished_stats(
+        self, since: float, bucket: float, count: int, owner: str | None = None
+    ) -> list[FinishedBucket]:
+        params = {"since": float(since), "bucket": float(bucket), "count": count, "owner": owner}
+        rows = await self._read(lambda conn: conn.execute(Q["finished_stats"], params).fetchall())
+        return finished_buckets_from_rows(rows)
 
     async def stats(self) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda conn: conn.execute(Q["stats"]).fetchall())

@@ -15,6 +15,7 @@ from typing import Any
 from ..events import Event, EventType, NewEvent, dumps, prompt_event, status_event
 from ..exceptions import IdempotencyConflict
 from ..jobs import ACTIVE, Job, Status, sources_of
+from ..stats import FinishedBucket
 from .base import (
     UNSET,
     ApiKey,
@@ -407,6 +408,22 @@ def finished_from_rows(rows: Sequence[Row]) -> list[Finished]:
             ran=row["ran"],
             total_seconds=row["busy"],
             longest_seconds=row["longest"],
+        )
+        for row in rows
+    ]
+
+
+def finished_buckets_from_rows(rows: Sequence[Row]) -> list[FinishedBucket]:
+    """The rows of ``finished_stats`` as records."""
+    return [
+        FinishedBucket(
+            index=row["bucket"],
+            succeeded=row["succeeded"],
+            failed=row["failed"],
+            cancelled=row["cancelled"],
+            p50=row["p50"],
+            p90=row["p90"],
+            p99=row["p99"],
         )
         for row in rows
     ]

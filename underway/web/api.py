@@ -24,6 +24,7 @@ from ..config import Settings
 from ..jobs import Status
 from ..quotas import Quotas
 from ..service import Service
+from ..stats import parse_window
 from ..timefmt import to_iso
 from .assets import Assets
 from .batches import add_batch_routes, add_queue_routes
@@ -46,6 +47,7 @@ from .models import (
     RetryRequest,
     SessionOut,
     SessionRequest,
+    StatsOut,
     StatusName,
     StreamTokenOut,
     StreamTokenRequest,
@@ -282,6 +284,18 @@ def add_service_routes(api: API) -> None:
         """Workers that heartbeated within three lease timeouts (admins)."""
         workers = await service.workers(3 * api.settings.lease_timeout)
         return {"workers": [worker.to_dict() for worker in workers]}
+
+    @router.get("/stats", response_model=StatsOut, tags=["service"])
+    async def stats(
+        service: Svc,
+        window: Annotated[
+            str, Query(max_length=40, description="seconds, or 15m, 1h, 24h, 7d (at most 7 days)")
+        ] = "1h",
+        owner: Annotated[str | None, Query(description="only this owner's jobs (admins)")] = None,
+    ) -> dict[str, Any]:
+        """Jobs finished and their latency percentiles in about 60 buckets of the window, and the
+        current depth: of the caller's jobs (an admin: all, or ``owner``'s)."""
+        return await service.stats(parse_window(window), owner=owner)
 
     @router.post("/stream-tokens", status_code=201, response_model=StreamTokenOut, tags=["auth"])
     async def stream_token(body: StreamTokenRequest, service: Svc) -> dict[str, Any]:

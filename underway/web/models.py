@@ -287,6 +287,38 @@ class WorkerList(BaseModel):
     workers: list[WorkerOut]
 
 
+class FinishedSeries(BaseModel):
+    succeeded: list[int]
+    failed: list[int]
+    cancelled: list[int]
+
+
+class LatencySeries(BaseModel):
+    p50: list[float | None]
+    p90: list[float | None]
+    p99: list[float | None]
+
+
+class Depth(BaseModel):
+    queued: int
+    running: int
+    waiting: int
+
+
+class StatsOut(BaseModel):
+    window_s: float
+    bucket_s: int = Field(description="the length of each bucket, in whole seconds")
+    from_: str = Field(alias="from", description="where the first bucket starts")
+    to: str = Field(description="when the answer was made (inside the last bucket)")
+    buckets: list[str] = Field(description="where each bucket starts")
+    finished: FinishedSeries = Field(description="jobs that ended in each bucket, by final status")
+    latency: LatencySeries = Field(
+        description="nearest-rank percentiles of submit-to-finish seconds of the jobs that ended in"
+        " each bucket (null: none did)"
+    )
+    depth: Depth = Field(description="jobs in each status now (no history is kept of it)")
+
+
 class Health(BaseModel):
     ok: bool
     store: str

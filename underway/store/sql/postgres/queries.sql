@@ -307,6 +307,25 @@ WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= %(since)
   AND owner = %(owner)s
 GROUP BY queue, status;
 
+-- name: finished_stats
+-- Per bucket (of "bucket" seconds from "since", "count" of them): jobs by final status, and the
+-- nearest-rank percentiles of their latency (percentile_disc: the ceil(p * n)-th smallest).
+SELECT bucket, succeeded, failed, cancelled, pct[1] AS p50, pct[2] AS p90, pct[3] AS p99
+FROM (
+    SELECT floor((finished_at - %(since)s) / %(bucket)s)::integer AS bucket,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+           percentile_disc(ARRAY[0.5, 0.9, 0.99]::float8[])
+               WITHIN GROUP (ORDER BY finished_at - created_at) AS pct
+    FROM underway_jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at >= %(since)s AND finished_at < %(since)s + %(count)s * %(bucket)s
+      AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+    GROUP BY 1
+) AS per_bucket
+ORDER BY bucket;
+
 -- name: insert_batch
 INSERT INTO underway_batches (id, name, task, queue, owner, labels, total, created_at, updated_at)
 VALUES (%(id)s, %(name)s, %(task)s, %(queue)s, %(owner)s, %(labels)s::jsonb, %(total)s, %(now)s,

@@ -235,6 +235,32 @@ FROM jobs INDEXED BY jobs_finished
 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at >= :since AND owner = :owner
 GROUP BY queue, status;
 
+-- name: finished_stats
+-- Per bucket of :bucket seconds from :since (:count of them): jobs by final status, and the
+-- nearest-rank percentiles of their latency (the ceil(p * n)-th smallest: rn - 1 < p * n <= rn).
+WITH ended AS (
+    SELECT CAST((finished_at - :since) / :bucket AS INTEGER) AS bucket, status,
+           finished_at - created_at AS latency
+    FROM jobs INDEXED BY jobs_finished
+    WHERE status IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at >= :since AND finished_at < :since + :count * :bucket
+      AND (:owner IS NULL OR owner = :owner)
+), ranked AS (
+    SELECT bucket, status, latency,
+           row_number() OVER (PARTITION BY bucket ORDER BY latency) AS rn,
+           count(*) OVER (PARTITION BY bucket) AS n
+    FROM ended
+)
+SELECT bucket,
+       sum(status = 'succeeded') AS succeeded, sum(status = 'failed') AS failed,
+       sum(status = 'cancelled') AS cancelled,
+       max(CASE WHEN rn - 1 < 0.5 * n AND 0.5 * n <= rn THEN latency END) AS p50,
+       max(CASE WHEN rn - 1 < 0.9 * n AND 0.9 * n <= rn THEN latency END) AS p90,
+       max(CASE WHEN rn - 1 < 0.99 * n AND 0.99 * n <= rn THEN latency END) AS p99
+FROM ranked
+GROUP BY bucket
+ORDER BY bucket;
+
 -- name: insert_batch
 INSERT INTO batches (id, name, task, queue, owner, labels, total, created_at, updated_at)
 VALUES (:id, :name, :task, :queue, :owner, :labels, :total, :now, :now);
