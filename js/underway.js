@@ -1737,6 +1737,9 @@ export function watchJobs(filter = {}, options = {}) {
  * @property {TokenOption} [token] an API key or stream token, or a function returning a stream token
  * @property {typeof fetch} [fetch]
  * @property {RequestCredentials} [credentials]
+ * @property {string | (() => string | null | undefined)} [csrfToken] a browser signed in with
+ *   `POST /session` (its cookie): the session's CSRF token, or a function returning it, sent as
+ *   `X-CSRF-Token` with every change (the server refuses a cookie's change without it)
  */
 
 /**
@@ -1767,7 +1770,11 @@ export function createClient(options = {}) {
   async function send(method, url, token, body) {
     /** @type {Record<string, string>} */
     const headers = { Accept: "application/json" };
-    if (method !== "GET") headers["Content-Type"] = "application/json";
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      const csrf = typeof options.csrfToken === "function" ? options.csrfToken() : options.csrfToken;
+      if (csrf) headers["X-CSRF-Token"] = csrf;
+    }
     if (token) headers.Authorization = `Bearer ${token}`;
     try {
       return await doFetch(url, {

@@ -136,6 +136,30 @@ describe("REST helpers", () => {
     await refused(reader.submit("add", { a: 1 }), "forbidden", 403);
   });
 
+  test("a signed-in browser's changes carry the session's CSRF token", async () => {
+    const signed = await fetch(`${server.baseUrl}/session`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ key: server.key("grace", "user") }),
+    });
+    assert.equal(signed.status, 200);
+    const { csrf_token: csrfToken } = await signed.json();
+    const cookie = String(signed.headers.get("set-cookie")).split(";")[0];
+    assert.match(cookie, /^underway_session=uws\./);
+    /** A browser's fetch: it sends the cookie by itself. @type {typeof fetch} */
+    const withCookie = (url, init = {}) =>
+      fetch(url, { ...init, headers: { ...(/** @type {any} */ (init.headers) ?? {}), Cookie: cookie } });
+    const browser = createClient({ baseUrl: server.baseUrl, fetch: withCookie, csrfToken });
+    const job = await browser.submit("hold", { release: server.path("csrf-release") });
+    assert.equal(job.owner, "grace");
+    const forged = createClient({ baseUrl: server.baseUrl, fetch: withCookie });
+    const error = await refused(forged.cancel(job.id), "forbidden", 403);
+    assert.deepEqual(error.details, { reason: "csrf" });
+    const cancelled = await createClient({ baseUrl: server.baseUrl, fetch: withCookie, csrfToken: () => csrfToken })
+      .cancel(job.id);
+    assert.equal(cancelled.id, job.id);
+  });
+
   test("errors carry underway's code, status and details", async () => {
     await refused(user.get("nope"), "job_not_found", 404);
     await refused(user.getBatch("nope"), "batch_not_found", 404);
