@@ -114,5 +114,7 @@ async def test_the_wal_file_stays_small_while_two_stores_write_without_pause(
         await asyncio.gather(*(write(store, name) for store, name in zip(pair, "ab", strict=True)))
     wal = await anyio.Path(f"{pair[0].path}-wal").stat()
     # 1,200 commits of a 2 KB job and its event: ~55 MB if the checkpoints never complete, about
-    # 1,000 pages (4 MB) per store between checkpoints when they do.
-    assert wal.st_size < 16_000_000, f"the WAL file grew to {wal.st_size} bytes"
+    # 1,000 pages (4 MB) per store between checkpoints when they do. A checkpoint that a reader's
+    # snapshot holds up now and then lets the file grow past that (it is reused, never shrunk:
+    # 17 MB was seen on a busy machine); half the size of none completing still tells them apart.
+    assert wal.st_size < 28_000_000, f"the WAL file grew to {wal.st_size} bytes"
