@@ -23,7 +23,6 @@ from ..auth import ANONYMOUS, SESSION_COOKIE, Principal
 from ..config import Settings
 from ..jobs import Status
 from ..quotas import Quotas
-from ..service import Service
 from ..stats import parse_window
 from ..timefmt import to_iso
 from .assets import Assets
@@ -131,9 +130,6 @@ class API:
     @property
     def authenticate(self) -> Authenticate | None:
         return self.guard.authenticate
-
-    def service_for(self, principal: Principal) -> Service:
-        return Service(self.app, principal)
 
     def _open_streams(self) -> list[tuple[Principal, Any]]:
         """Every open stream with its principal and what ends it."""
