@@ -18,13 +18,10 @@ import mode); the fixtures live in ``conftest.py``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from live_support import Gates
+from live_support import server_settings as server_settings  # the fixtures' import
+from live_support import wait_until as wait_for
+from needs import unavailable
 
 import underway
 from underway.timefmt import to_iso
@@ -50,12 +51,9 @@ T = TypeVar("T")
 StartServer = Callable[..., "LiveServer"]
 
 HERE = Path(__file__).resolve().parent
-STATIC = Path(underway.__file__).resolve().parent / "web" / "static"
 
 #: How long a condition that should hold "at once" may take on a slow machine.
 SOON = 10.0
-#: Longest a gate of a test task stays closed before the task gives up.
-GATE_LIMIT = 30.0
 #: A server stops within this (uvicorn's graceful-shutdown timeout is 5 s).
 STOP_LIMIT = 3.0
 
@@ -112,9 +110,7 @@ def _unavailable() -> str | None:
 def require_browser() -> None:
     reason = _unavailable()
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium and Playwright are required under CI=true: {reason}")
-        pytest.skip(reason)
+        unavailable("Chromium with Playwright", reason)
 
 
 def expect(locator: Locator) -> LocatorAssertions:
@@ -128,46 +124,9 @@ def expect(locator: Locator) -> LocatorAssertions:
 # -- waiting and gates ---------------------------------------------------------------------------
 
 
-def wait_until(
-    predicate: Callable[[], T | None], timeout: float = SOON, *, interval: float = 0.02, what: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns something true, and return that; fail on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-class Gates:
-    """Named one-shot gates that test tasks wait on and tests open (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._gates: dict[str, threading.Event] = {}
-        self._closing = threading.Event()
-
-    def _gate(self, name: str) -> threading.Event:
-        with self._lock:
-            return self._gates.setdefault(name, threading.Event())
-
-    def open(self, name: str) -> None:
-        self._gate(name).set()
-
-    def open_all(self) -> None:
-        """Let every task through, now and later (at the end of a test)."""
-        self._closing.set()
-
-    async def wait(self, name: str) -> None:
-        gate = self._gate(name)
-        deadline = time.monotonic() + GATE_LIMIT
-        while not (gate.is_set() or self._closing.is_set()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gate {name!r} stayed closed for {GATE_LIMIT} s")
-            await asyncio.sleep(0.005)
+def wait_until(predicate: Callable[[], T | None], timeout: float = SOON, **options: Any) -> T:
+    """``live_support.wait_until`` with the browser tests' longer default timeout."""
+    return wait_for(predicate, timeout, **options)
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -212,29 +171,8 @@ def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
     return app
 
 
-def server_settings(url: str, **overrides: Any) -> underway.Settings:
-    """Settings for a test server: loopback, port 0, short graces; ``overrides`` win."""
-    values: dict[str, Any] = {
-        "url": url,
-        "host": "127.0.0.1",
-        "port": 0,
-        "lease_timeout": 5.0,
-        "cancel_grace": 0.5,
-        "shutdown_grace": 1.0,
-        "progress_interval": 0.02,
-        "sweep_interval": 0.2,
-        "concurrency": 8,
-    }
-    values.update(overrides)
-    return underway.Settings(**values)
-
-
 def add_test_page(web: FastAPI, app: underway.App, owner: str | None) -> None:
     """The page, its script, ``/assets`` if the server has none, and a token route for ``owner``."""
-    if not any(getattr(route, "path", None) == "/assets" for route in web.routes):
-        from starlette.staticfiles import StaticFiles
-
-        web.mount("/assets", StaticFiles(directory=STATIC), name="assets")
 
     @web.get("/browser/", include_in_schema=False)
     async def page() -> HTMLResponse:

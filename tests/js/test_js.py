@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from needs import unavailable
 from postgres_support import fresh_postgres_url
 
 JS = Path(__file__).resolve().parents[2] / "js"
 #: The oldest Node the package supports (its ``engines``).
 NODE_MAJOR = 20
+NODE = f"Node {NODE_MAJOR}+ with npm (the JavaScript client's tests)"
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +32,11 @@ def _require(tool: str) -> str:
     """The path of ``tool``; skip (fail under ``CI=true``) when it is not installed."""
     found = shutil.which(tool)
     if found is None:
-        _unavailable(f"{tool} is not on PATH: the JavaScript client's tests need Node {NODE_MAJOR}+ and npm")
+        unavailable(
+            "Node and npm",
+            f"{tool} is not on PATH: the JavaScript client's tests need Node {NODE_MAJOR}+ and npm",
+        )
     return str(found)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required under CI=true: {reason}")
-    pytest.skip(reason)
 
 
 def _run(command: Sequence[str], timeout: float, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -59,7 +58,10 @@ def node() -> str:
     npm = _require("npm")
     version = _run([node, "--version"], timeout=30).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < NODE_MAJOR:
-        _unavailable(f"node {version} is too old: the JavaScript client's tests need Node {NODE_MAJOR}+")
+        unavailable(
+            "Node and npm",
+            f"node {version} is too old: the JavaScript client's tests need Node {NODE_MAJOR}+",
+        )
     installed = JS / "node_modules" / ".package-lock.json"  # npm writes it on each install
     lock = JS / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +22,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from live_support import Gates, wait_until
+from live_support import server_settings as server_settings  # the fixtures' and tests' import
 
 import underway
 from underway.web import create_app
@@ -33,52 +34,8 @@ T = TypeVar("T")
 
 #: How long a condition that should hold "at once" may take on a slow machine.
 SOON = 5.0
-#: Longest a gate of a test task stays closed before the task gives up.
-GATE_LIMIT = 30.0
 #: A server stops within this (uvicorn's graceful-shutdown timeout is 5 s).
 STOP_LIMIT = 3.0
-
-
-def wait_until(
-    predicate: Callable[[], T | None], timeout: float = SOON, *, interval: float = 0.01, what: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns something true, and return that; fail on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
-class Gates:
-    """Named one-shot gates that test tasks wait on and tests open (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._gates: dict[str, threading.Event] = {}
-        self._closing = threading.Event()
-
-    def _gate(self, name: str) -> threading.Event:
-        with self._lock:
-            return self._gates.setdefault(name, threading.Event())
-
-    def open(self, name: str) -> None:
-        self._gate(name).set()
-
-    def open_all(self) -> None:
-        """Let every task through, now and later (at the end of a test)."""
-        self._closing.set()
-
-    async def wait(self, name: str) -> None:
-        gate = self._gate(name)
-        deadline = time.monotonic() + GATE_LIMIT
-        while not (gate.is_set() or self._closing.is_set()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gate {name!r} stayed closed for {GATE_LIMIT} s")
-            await asyncio.sleep(0.005)
 
 
 def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
@@ -139,23 +96,6 @@ def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
         return value
 
     return app
-
-
-def server_settings(url: str, **overrides: Any) -> underway.Settings:
-    """Settings for a test server: loopback, port 0, short graces; ``overrides`` win."""
-    values: dict[str, Any] = {
-        "url": url,
-        "host": "127.0.0.1",
-        "port": 0,
-        "lease_timeout": 5.0,
-        "cancel_grace": 0.5,
-        "shutdown_grace": 1.0,
-        "progress_interval": 0.02,
-        "sweep_interval": 0.2,
-        "concurrency": 8,
-    }
-    values.update(overrides)
-    return underway.Settings(**values)
 
 
 @dataclass
