@@ -1568,14 +1568,15 @@ class JobsWatch extends Watch {
   }
 
   streamUrl() {
-    const { jobs, queue, batch, q } = this.filter;
+    const { jobs, queue, task, label, batch, q } = this.filter;
     const ids = jobs.length ? jobs.join(",") : undefined;
-    return urlOf(this.base, "/stream", { jobs: ids, queue, batch, q });
+    return urlOf(this.base, "/stream", { jobs: ids, queue, task, label, batch, q });
   }
 
   wsRequest() {
-    const { jobs, queue, q } = this.filter;
-    return { ...(jobs.length ? { jobs } : {}), ...(queue ? { queue } : {}), ...(q ? { q } : {}) };
+    const { jobs, batch: _batch, ...rest } = this.filter;
+    const given = Object.fromEntries(Object.entries(rest).filter(([, value]) => value !== undefined));
+    return { ...(jobs.length ? { jobs } : {}), ...given };
   }
 
   /** @param {{type: string, event?: any, body?: any}} message */
@@ -1599,7 +1600,7 @@ class JobsWatch extends Watch {
 
   /** @param {string|null} token @param {AbortSignal} signal @returns {Promise<Outcome|null>} */
   async pollOnce(token, signal) {
-    const { jobs, queue, batch, q } = this.filter;
+    const { jobs, queue, task, label, batch, q } = this.filter;
     /** @type {any[]} */
     const found = [];
     if (jobs.length && !q) {
@@ -1613,7 +1614,7 @@ class JobsWatch extends Watch {
       // GET /jobs takes every filter, a search too; a batch's own items route says 404 for no batch
       const path = batch && !q ? `/batches/${seg(batch)}/items` : "/jobs";
       const ids = jobs.length ? jobs.join(",") : undefined;
-      const query = path === "/jobs" ? { queue, batch, q, ids, limit: 500 } : { limit: 500 };
+      const query = path === "/jobs" ? { queue, task, label, batch, q, ids, limit: 500 } : { limit: 500 };
       const answer = await this.getJson(urlOf(this.base, path, query), token, signal);
       if ("outcome" in answer) return answer.outcome;
       found.push(...answer.body.jobs);
@@ -1624,9 +1625,11 @@ class JobsWatch extends Watch {
 }
 
 /**
- * What `watchJobs` follows: some ids, a queue, a batch's jobs, a search (`q`: the jobs whose id
- * starts with it or whose arguments' JSON contains it), or all of them.
- * @typedef {{jobs?: string[], queue?: string|null, batch?: string|null, q?: string|null}} JobsFilter
+ * What `watchJobs` follows: some ids, a queue, a task, a label (`"key:value"`), a batch's jobs,
+ * a search (`q`: the jobs whose id starts with it or whose arguments' JSON contains it), or all
+ * of them (every one given must match).
+ * @typedef {{jobs?: string[], queue?: string|null, task?: string|null, label?: string|null,
+ *   batch?: string|null, q?: string|null}} JobsFilter
  */
 
 /** @param {JobsFilter|null|undefined} filter */
@@ -1634,8 +1637,10 @@ function normalFilter(filter) {
   const jobs = [...new Set((filter?.jobs ?? []).map(String))].sort();
   return {
     jobs,
-    queue: filter?.queue ?? undefined,
-    batch: filter?.batch ?? undefined,
+    queue: filter?.queue || undefined,
+    task: filter?.task || undefined,
+    label: filter?.label || undefined,
+    batch: filter?.batch || undefined,
     q: filter?.q || undefined,
   };
 }
@@ -1867,6 +1872,42 @@ export function createClient(options = {}) {
      * @param {{job?: string, batch?: string, ttl?: number, owner?: string}} [scope]
      */
     streamToken: (scope = {}) => call("POST", "/stream-tokens", { body: defined(scope) }),
+    /** Forget a finished job and its events. @param {string} id */
+    remove: (id) => call("DELETE", `/jobs/${seg(id)}`),
+    /** `{limit?, cursor?, owner?}` → `{batches, next_cursor}` @param {Record<string, any>} [query] */
+    listBatches: (query = {}) => call("GET", "/batches", { query }),
+    /**
+     * A batch's jobs, newest first: `{status?, limit?, cursor?}` → `{jobs, next_cursor}`
+     * @param {string} id @param {Record<string, any>} [query]
+     */
+    batchItems: (id, query = {}) => call("GET", `/batches/${seg(id)}/items`, { query }),
+    /** @returns {Promise<{queues: any[]}>} */
+    queues: () => call("GET", "/queues"),
+    /**
+     * At most `concurrency` jobs of the queue running at once over all workers (null: no limit).
+     * @param {string} name @param {number|null} concurrency
+     */
+    limitQueue: (name, concurrency) =>
+      call("PUT", `/queues/${seg(name)}/limit`, { body: { concurrency } }),
+    /** The registered tasks with their argument schemas. @returns {Promise<{tasks: any[]}>} */
+    tasks: () => call("GET", "/tasks"),
+    /** The live workers (admins). @returns {Promise<{workers: any[]}>} */
+    workers: () => call("GET", "/workers"),
+    /**
+     * Time series for charts: `window` in seconds or as `"15m"`, `"1h"`, `"7d"`.
+     * @param {number|string} [window] @param {string} [owner]
+     */
+    stats: (window = 3600, owner) => call("GET", "/stats", { query: { window, owner } }),
+    /** Who the caller is: `{owner, role, auth, via, can, grant, csrf_token}` */
+    me: () => call("GET", "/me"),
+    /**
+     * Exchange an API key for a session cookie (HttpOnly, SameSite=Strict) →
+     * `{owner, role, csrf_token, expires_at}`: send `csrf_token` with every change (`csrfToken`).
+     * @param {string} key
+     */
+    signIn: (key) => call("POST", "/session", { body: { key } }),
+    /** End the session: its cookie is dropped. */
+    signOut: () => call("DELETE", "/session"),
   };
 }
 
@@ -2141,8 +2182,9 @@ export function batchStore(id, options = {}) {
  * @param {WatchOptions & {linger?: number}} [options] @returns {Store<JobsSnapshot>}
  */
 export function jobsStore(filter = {}, options = {}) {
-  const { jobs, queue, batch, q } = normalFilter(filter);
-  const filterKey = JSON.stringify([jobs, queue ?? null, batch ?? null, q ?? null]);
+  const normal = normalFilter(filter);
+  const { jobs, queue, task, label, batch, q } = normal;
+  const filterKey = JSON.stringify([jobs, queue ?? null, task ?? null, label ?? null, batch ?? null, q ?? null]);
   const key = `jobs ${storeKey(options)} ${filterKey}`;
   return storeFor(
     key,
@@ -2150,7 +2192,7 @@ export function jobsStore(filter = {}, options = {}) {
       new SharedStore(
         key,
         IDLE_JOBS,
-        (opts) => new JobsWatch({ jobs, queue, batch, q }, opts),
+        (opts) => new JobsWatch(normal, opts),
         (store) => ({
           onJobs: (states) => store.update({ jobs: states }),
           onError: (error) => store.failed(error),

@@ -160,6 +160,55 @@ describe("REST helpers", () => {
     assert.equal(cancelled.id, job.id);
   });
 
+  test("reading the service: batches, items, queues, tasks, workers, stats, me", async () => {
+    const batch = await user.submitBatch("add", [{ a: 1 }, { a: 2 }], { name: "js-read" });
+    const batches = await user.listBatches({ limit: 50 });
+    assert.ok(batches.batches.some((/** @type {any} */ b) => b.id === batch.id));
+    const items = await user.batchItems(batch.id, { limit: 1 });
+    assert.equal(items.jobs.length, 1);
+    assert.equal((await user.batchItems(batch.id, { cursor: items.next_cursor })).jobs.length, 1);
+    assert.ok((await user.tasks()).tasks.some((/** @type {any} */ t) => t.name === "add" && t.schema));
+    assert.ok(Array.isArray((await admin.queues()).queues));
+    assert.equal((await admin.limitQueue("js-limit", 3)).concurrency, 3);
+    assert.equal((await admin.limitQueue("js-limit", null)).concurrency, null);
+    await refused(user.limitQueue("js-limit", 3), "forbidden", 403);
+    assert.ok(Array.isArray((await admin.workers()).workers));
+    const stats = await user.stats("15m");
+    assert.equal(stats.window_s, 900);
+    assert.equal(stats.buckets.length, stats.finished.succeeded.length);
+    const me = await user.me();
+    assert.deepEqual([me.owner, me.role, me.auth, me.via], ["ada", "user", true, "key"]);
+    const done = await until((await user.submit("add", { a: 1 })).id, (j) => j.status === "succeeded");
+    assert.equal(await user.remove(done.id), null);
+    await refused(user.get(done.id), "job_not_found", 404);
+  });
+
+  test("signIn and signOut: a session cookie for an API key", async () => {
+    /** @type {string[]} */
+    const jar = [];
+    /** A browser's fetch: keeps the cookie and sends it. @type {typeof fetch} */
+    const browserFetch = async (url, init = {}) => {
+      const headers = { ...(/** @type {any} */ (init.headers) ?? {}), ...(jar.length ? { Cookie: jar[0] } : {}) };
+      const response = await fetch(url, { ...init, headers });
+      const set = response.headers.get("set-cookie");
+      if (set) jar.splice(0, jar.length, set.split(";")[0]);
+      return response;
+    };
+    /** @type {string|undefined} */
+    let csrf;
+    const browser = createClient({ baseUrl: server.baseUrl, fetch: browserFetch, csrfToken: () => csrf });
+    await refused(browser.me(), "unauthenticated", 401);
+    await refused(browser.signIn("uw_000000000000_wrong"), "unauthenticated", 401);
+    const session = await browser.signIn(server.key("lin", "user"));
+    csrf = session.csrf_token;
+    assert.deepEqual([session.owner, session.role], ["lin", "user"]);
+    const me = await browser.me();
+    assert.deepEqual([me.owner, me.via, me.csrf_token], ["lin", "session", csrf]);
+    assert.equal((await browser.submit("add", { a: 1 })).owner, "lin");
+    assert.equal(await browser.signOut(), null);
+    await refused(browser.me(), "unauthenticated", 401);
+  });
+
   test("errors carry underway's code, status and details", async () => {
     await refused(user.get("nope"), "job_not_found", 404);
     await refused(user.getBatch("nope"), "batch_not_found", 404);
@@ -193,6 +242,7 @@ describe("REST helpers", () => {
       "resumeBatch",
       "pauseQueue",
       "resumeQueue",
+      "streamToken",
     ]) {
       assert.equal(typeof (/** @type {any} */ (underway)[name]), "function", name);
     }

@@ -27,6 +27,7 @@ from ..stats import parse_window
 from ..timefmt import to_iso
 from .assets import Assets
 from .batches import add_batch_routes, add_queue_routes
+from .dashboard import Dashboard
 from .errors import ErrorRoute
 from .guard import CSRF, Authenticate, Guard, KeyWatch, Svc, credentials
 from .metrics import Metrics
@@ -126,6 +127,12 @@ class API:
 
         add_stream_routes(self)
         add_websocket_route(self)
+
+    def dashboard(self, api_url: str | None = None) -> Dashboard:
+        """The dashboard, an ASGI app to mount (``site.mount("/underway", api.dashboard())``,
+        after the router). ``api_url``: where the page finds this API, by default ``/api`` under
+        the dashboard's mount point."""
+        return Dashboard(api_url)
 
     @property
     def authenticate(self) -> Authenticate | None:

@@ -1,4 +1,4 @@
-"""The standalone server: API under ``/api`` (room for the dashboard at ``/``), run by uvicorn.
+"""The standalone server: the API under ``/api``, the dashboard at ``/``, run by uvicorn.
 
 ``underway server`` serves it; ``underway dev`` and ``underway demo`` also run a worker in the
 same process and event loop.
@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,8 +41,8 @@ def create_app(
     with_worker: bool = False,
     authenticate: Authenticate | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``app``'s jobs under ``/api`` and the browser files under
-    ``/assets``; with a worker if ``with_worker``.
+    """A FastAPI app serving ``app``'s jobs under ``/api``, the browser files under ``/assets``
+    and the dashboard at ``/``; with a worker if ``with_worker``.
 
     ``ConfigError`` if it would listen beyond loopback with ``auth=off``.
     """
@@ -76,10 +76,6 @@ def create_app(
     server.mount("/assets", api.assets, name="assets")
     add_documentation(server, api)
 
-    @server.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/api/docs")
-
     @server.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
@@ -103,6 +99,7 @@ def create_app(
             max_age=600,
         )
     server.add_middleware(SecurityHeaders)
+    server.mount("/", api.dashboard(), name="dashboard")  # last: every other path is a page
     return server
 
 

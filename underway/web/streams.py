@@ -112,6 +112,8 @@ def add_stream_routes(api: API) -> None:
         jobs: Annotated[str | None, Query(description=IDS)] = None,
         ids: Annotated[str | None, Query(description=f"the same as jobs: {IDS}")] = None,
         queue: str | None = None,
+        task: Annotated[str | None, Query(max_length=200)] = None,
+        label: Annotated[str | None, Query(pattern=r"^[^:]+:.*$", description="key:value")] = None,
         batch: Annotated[str | None, Query(description="a batch id")] = None,
         owner: Annotated[str | None, Query(description="only this owner's jobs (admins)")] = None,
         q: Annotated[str | None, Query(max_length=MAX_SEARCH, description=SEARCH)] = None,
@@ -119,12 +121,18 @@ def add_stream_routes(api: API) -> None:
     ) -> Response:
         """One multiplexed stream: a ``snapshot`` of the matching jobs, then their live events.
 
-        Without ``jobs``, ``queue``, ``batch``, ``owner`` or ``q`` it follows every job the caller
-        may see. After a reconnect it starts again with a fresh snapshot (there is no resume
-        point across jobs).
+        Without ``jobs``, ``queue``, ``task``, ``label``, ``batch``, ``owner`` or ``q`` it follows
+        every job the caller may see. After a reconnect it starts again with a fresh snapshot
+        (there is no resume point across jobs).
         """
         wanted = job_filter(
-            queue=queue, batch=batch, owner=owner, q=q, ids=id_list(f"{jobs or ''},{ids or ''}")
+            queue=queue,
+            task=task,
+            label=label,
+            batch=batch,
+            owner=owner,
+            q=q,
+            ids=id_list(f"{jobs or ''},{ids or ''}"),
         )
         await check_many(service, wanted)
         return open_sse(api, service.principal, _ManyFrames(api, _Filter(service, wanted)))
@@ -389,8 +397,8 @@ async def follow_many(service: Service, wanted: JobFilter) -> AsyncIterator[Even
 
 class _Filter:
     """The jobs a multiplexed stream follows: those its principal may see that the filter
-    matches (some ids, a queue, a batch, an owner, a search, or all of them). Its statuses are
-    not used: a stream follows its jobs from status to status.
+    matches (some ids, a queue, a task, a label, a batch, an owner, a search, or all of them).
+    Its statuses are not used: a stream follows its jobs from status to status.
 
     Each job seen is looked up once, through the service (the last ``size`` are remembered):
     whether it is visible and matches (what it matches on does not change as it runs).

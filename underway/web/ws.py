@@ -301,15 +301,20 @@ OPS = ("subscribe", "unsubscribe", "cancel", "answer", "ping")
 
 
 def _many_filter(request: dict[str, Any]) -> JobFilter:
-    """The filter of a subscription to many jobs: ``jobs`` (or ``ids``), ``queue``, ``owner``, ``q``."""
+    """The filter of a subscription to many jobs: ``jobs`` (or ``ids``), ``queue``, ``task``,
+    ``label`` (``key:value``), ``owner``, ``q``."""
     ids = [*_strings(request, "jobs"), *_strings(request, "ids")]
-    texts = {name: request.get(name) for name in ("queue", "owner", "q")}
+    texts = {name: request.get(name) for name in ("queue", "task", "label", "owner", "q")}
     if not all(value is None or _unicode(value) for value in texts.values()):
-        raise InvalidArguments('"queue", "owner" and "q" are strings')
-    q = texts["q"]
+        raise InvalidArguments('"queue", "task", "label", "owner" and "q" are strings')
+    q, label = texts["q"], texts["label"]
     if q is not None and len(q) > MAX_SEARCH:
         raise InvalidArguments(f'"q" is at most {MAX_SEARCH} characters')
-    return job_filter(queue=texts["queue"], owner=texts["owner"], q=q, ids=checked_ids(ids))
+    if label is not None and ":" not in label:
+        raise InvalidArguments('"label" is key:value')
+    return job_filter(
+        queue=texts["queue"], task=texts["task"], label=label, owner=texts["owner"], q=q, ids=checked_ids(ids)
+    )
 
 
 def _strings(request: dict[str, Any], name: str) -> list[str]:

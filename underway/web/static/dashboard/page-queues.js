@@ -1,0 +1,2 @@
+import { html } from "./lib.js";
+export function QueuesPage() { return html`<h1>QueuesPage</h1>`; }
