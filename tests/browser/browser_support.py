@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -167,6 +167,43 @@ def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
         if fail:
             raise ValueError(f"item {text!r} failed, as asked")
         return text
+
+    @app.task(name="chatty")
+    async def chatty(ctx: underway.Context, text: str, lines: int = 4, gate: str = "") -> dict[str, Any]:
+        """Two steps; logs ``lines`` lines of ``text`` at each level in turn; waits for ``gate``
+        (if any) between its steps; returns ``{"text": text}``."""
+        levels = (ctx.log.debug, ctx.log.info, ctx.log.warning, ctx.log.error)
+        ctx.step("Writing", steps=2)
+        for i in range(lines):
+            levels[i % len(levels)]("%s %d", text, i + 1)
+            ctx.progress(i + 1, lines, message=f"{text} {i + 1}")
+        if gate:
+            await gates.wait(gate)
+        ctx.step("Finishing")
+        ctx.progress(1, 1, message=text)
+        return {"text": text}
+
+    @app.task(name="survey")
+    async def survey(ctx: underway.Context, question: str) -> Any:
+        """Asks for a structured answer (a JSON schema: a name and a count) and returns it."""
+        schema = {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "count": {"type": "integer", "minimum": 1}},
+            "required": ["name", "count"],
+        }
+        return await ctx.ask(question, schema=schema)
+
+    @app.task(name="typed")
+    async def typed(
+        name: str,
+        count: int = 2,
+        ratio: float = 0.5,
+        urgent: bool = False,
+        color: Literal["red", "green"] = "red",
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Arguments of every kind, for the submit form; returns them."""
+        return {"name": name, "count": count, "ratio": ratio, "urgent": urgent, "color": color, "tags": tags}
 
     return app
 
