@@ -251,6 +251,26 @@ describe("watchJobs", () => {
   });
 });
 
+test("watchJobs follows a task and a label, and no other job", async () => {
+  const tag = `label-${Date.now()}`;
+  const release = server.path(tag);
+  const wanted = await api.submit("hold", { release, interval: 0.03 }, { labels: { run: tag } });
+  const unlabelled = await api.submit("hold", { release, interval: 0.03 });
+  for (const transport of TRANSPORTS) {
+    const { seen, callbacks } = recorder();
+    const options = { baseUrl: server.baseUrl, transport, pollInterval: 50, ...callbacks };
+    const watch = watchJobs({ task: "hold", label: `run:${tag}` }, options);
+    try {
+      await waitFor(() => seen.jobs?.[wanted.id]?.status === "running", { what: `the job (${transport})` });
+    } finally {
+      watch.close();
+    }
+    assert.deepEqual(Object.keys(seen.jobs), [wanted.id], transport);
+    assert.ok(!seen.events.some((/** @type {any} */ e) => e.job_id === unlabelled.id), transport);
+  }
+  server.release(tag);
+});
+
 describe("watchBatch", () => {
   test("reports the batch's progress and ends once with its final view", async () => {
     for (const transport of TRANSPORTS) {

@@ -109,6 +109,27 @@ def test_the_multiplexed_stream_finds_a_job_by_its_id_live_too(live: LiveServer)
         assert (event["job_id"], event["data"]["status"]) == (wanted, "cancelled")
 
 
+def test_the_multiplexed_stream_and_a_websocket_follow_a_task_and_a_label(live: LiveServer) -> None:
+    team = later(live, "mine")
+    live.submit("add", {"a": 1, "b": 2}, labels={"team": "blue"}, delay=60)
+    with live.client().stream("GET", "/stream", params={"task": "echo", "label": "team:red"}) as response:
+        stream = frames(response.iter_lines())
+        assert next(f for f in stream if f.event == "snapshot").json()["jobs"] == []
+        live.submit("echo", {"text": "not labelled"})  # the right task, no label: not followed
+        wanted = live.submit("echo", {"text": "red"}, labels={"team": "red"})["id"]
+        event = next(events_only(stream)).json()
+        assert (event["job_id"], event["data"]["status"]) == (wanted, "queued")
+    with Socket(live) as ws:
+        reply = ws.request("subscribe", task="echo", label="team:red")
+        snapshot = ws.push(lambda m: m.get("sub") == reply["sub"] and "snapshot" in m)["snapshot"]
+        assert [job["id"] for job in snapshot["jobs"]] == [wanted]
+        assert team not in {job["id"] for job in snapshot["jobs"]}
+        for wrong in ({"task": 1}, {"label": "no-colon"}):
+            refused = ws.request("subscribe", **wrong)
+            assert (refused["ok"], refused["error"]["code"]) == (False, "invalid_arguments"), wrong
+    assert_error(live.client().get("/stream", params={"label": "no-colon"}), 422)
+
+
 def test_a_websocket_subscription_takes_a_search_and_ids(live: LiveServer) -> None:
     first = later(live, "needle one")
     hay = later(live, "haystack")
