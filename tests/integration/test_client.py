@@ -409,6 +409,9 @@ def test_tasks_workers_and_health(client: Any) -> None:
     (worker,) = client.workers()
     assert worker["pid"] == os.getpid()
     assert client.health() == {"ok": True, "store": "ok"}
+    me = client.me()
+    assert (me["auth"], me["role"], me["via"]) == (False, "admin", "anonymous")
+    assert me["can"]["admin"] is True
 
 
 def test_stats_count_the_jobs_that_finished_in_the_window(client: Any) -> None:

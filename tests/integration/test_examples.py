@@ -285,6 +285,16 @@ def test_mount(tmp_path: Path) -> None:
     assert out[5].startswith("error shape: {'error': {'code': 'job_not_found'")
 
 
+def test_dashboard_mounted_in_a_host_app(tmp_path: Path) -> None:
+    out = lines_of(run_example("dashboard.py", tmp_path))
+    assert out == [
+        "ada submitted a job owned by ada",
+        "the job's page: 200 text/html; charset=utf-8",
+        "its policy allows scripts from: 'self'",
+        "it finds the API at: True",
+    ]
+
+
 def test_host_login(tmp_path: Path) -> None:
     out = lines_of(run_example("host_login.py", tmp_path))
     assert out == [

@@ -351,6 +351,9 @@ class AsyncClient(BaseClient):
     async def stats(self, window: float | str = 3600, owner: str | None = None) -> Json:
         return await self._send(self._stats_call(window, owner))
 
+    async def me(self) -> Json:
+        return await self._send(self._me_call())
+
     async def health(self) -> Json:
         return await self._send(self._health_call())
 

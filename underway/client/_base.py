@@ -323,6 +323,9 @@ class BaseClient:
         body = {name: value for name, value in given.items() if value is not None}
         return Call(method="POST", path="/stream-tokens", body=body, job_id=job, parse=_stream_token)
 
+    def _me_call(self) -> Call[Json]:
+        return Call(method="GET", path="/me", parse=dict)
+
     def _health_call(self) -> Call[Json]:
         return Call(method="GET", path="/healthz", accept=frozenset({503}), parse=dict)
 

@@ -382,6 +382,11 @@ class Client(BaseClient):
         depth, of your jobs (an admin: all, or ``owner``'s). See ``GET /stats`` in docs/http.md."""
         return self._send(self._stats_call(window, owner))
 
+    def me(self) -> Json:
+        """Who the client is to the server: ``{owner, role, auth, via, can, grant, csrf_token}``
+        (``can``: what it may do: ``submit``, ``cancel``, ``answer``, ``admin``)."""
+        return self._send(self._me_call())
+
     def health(self) -> Json:
         """``{"ok": bool, "store": "ok" | "unreachable: …"}`` (also when the store is down)."""
         return self._send(self._health_call())
