@@ -317,6 +317,10 @@ class App:
         with await self.bus().subscribe(job_id) as subscription:
             last = after
             history = await self._history(store, job_id, last)
+            # The job's last event now: a live event above it is new, not a copy of one read.
+            horizon = history[-1].seq if history else await self._last_seq(store, job_id, after)
+            if horizon < 0:  # it ended at or before the resume point: nothing more will come
+                return
             for past in history:
                 last = past.seq
                 yield past
@@ -332,12 +336,29 @@ class App:
                         if missed.ends_job:
                             return
                     continue
-                if event is None or event.seq <= last:
+                if event is None:
+                    continue
+                if event.seq <= last:
+                    # After a resume point beyond the last event, events up to it are not
+                    # delivered, but the job's end still ends the watch.
+                    if event.ends_job and event.seq > horizon:
+                        return
                     continue
                 last = event.seq
                 yield event
                 if event.ends_job:
                     return
+
+    @staticmethod
+    async def _last_seq(store: Store, job_id: str, after: int) -> int:
+        """The job's last event number (0 when watching from the start: all are new); -1 when
+        the job ended at or before ``after``."""
+        if after == 0:
+            return 0
+        job = await store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return -1 if job.terminal and job.last_seq <= after else job.last_seq
 
     async def _history(self, store: Store, job_id: str, after: int) -> list[Event]:
         events = await store.events(job_id, after=after, limit=1_000_000)

@@ -87,6 +87,38 @@ async def test_watch_replays_history_then_follows_live_until_the_end(app: underw
     assert [e async for e in app.watch(job.id, after=3)] == stored[3:]
 
 
+async def test_watch_after_a_point_beyond_the_last_event_yields_only_later_events(app: underway.App) -> None:
+    release = asyncio.Event()
+
+    @app.task(name="stepped")
+    async def stepped(ctx: underway.Context) -> int:
+        await release.wait()
+        for n in range(1, 5):
+            ctx.log.info("line", n=n)
+        return 4
+
+    job = await stepped.submit()
+    async with running_worker(app):
+        await wait_until(lambda: _is_running(app, job.id), what="the job to run")
+        last = (await app.get(job.id)).last_seq
+        near = Watcher(app.watch(job.id, after=last + 2))  # skips the first two lines
+        far = Watcher(app.watch(job.id, after=last + 1000))  # beyond the whole run
+        await asyncio.sleep(0)
+        release.set()
+        seen, beyond = await near.finished(), await far.finished()
+    stored = await history(app, job.id, Status.SUCCEEDED)
+    assert seen == [e for e in stored if e.seq > last + 2]
+    assert [e.data["fields"]["n"] for e in of_type(seen, EventType.LOG)] == [3, 4]
+    assert beyond == [], "nothing numbered up to the resume point, and the watch still ends"
+    with pytest.raises(underway.JobNotFound):
+        async for _ in app.watch("0" * 26, after=5):
+            pass
+
+
+async def _is_running(app: underway.App, job_id: str) -> bool:
+    return (await app.get(job_id)).status is Status.RUNNING
+
+
 async def _has_log(app: underway.App, job_id: str) -> bool:
     return any(e.type is EventType.LOG for e in await app.events(job_id))
 

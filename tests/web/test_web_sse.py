@@ -421,15 +421,33 @@ def test_multiplexed_reconnect_starts_with_a_fresh_snapshot(live: LiveServer) ->
     assert again.json()["jobs"][0]["status"] == "succeeded"
 
 
-def test_resume_point_beyond_the_last_event_still_ends(live: LiveServer) -> None:
-    """A Last-Event-ID past the job's last seq (from another server's numbering, say) gets the
-    events that come from now on, and the end."""
-    job = live.submit("hold", {"gate": "bz"})
+def test_resume_point_beyond_the_last_event_gets_only_later_events_and_the_end(live: LiveServer) -> None:
+    """A Last-Event-ID past the job's last seq gets only the events numbered above it, waiting
+    for them, and the end (with the job's status) even when the job ends below it."""
+    job = live.submit("hold", {"gate": "bz", "steps": 3})
     live.wait_running(job["id"])
-    with sse(live.client(), f"/jobs/{job['id']}/stream", headers={"Last-Event-ID": "999"}) as (_, stream):
+    last = live.job(job["id"])["last_seq"]
+    resume = last + 3  # steps 1 and 2 log and report progress: last+1 … last+4
+    headers = {"Last-Event-ID": str(resume)}
+    with sse(live.client(), f"/jobs/{job['id']}/stream", headers=headers) as (_, stream):
         events = events_only(stream)
         wait_until(lambda: live_streams(live, "sse") == 1, what="the stream to be open")
-        live.gates.open("bz")
+        for gate in ("bz/1", "bz/2", "bz/3", "bz"):
+            live.gates.open(gate)
         rest = list(events)
-    assert [f.event for f in rest] == ["status", "end"]
+    numbered = [int(f.id) for f in rest if f.event != "end"]
+    assert numbered == list(range(resume + 1, numbered[-1] + 1)), numbered
+    assert [f.event for f in rest][-2:] == ["status", "end"]
     assert rest[-1].json()["status"] == "succeeded"
+    far = live.submit("hold", {"gate": "far"})
+    live.wait_running(far["id"])
+    with sse(live.client(), f"/jobs/{far['id']}/stream", headers={"Last-Event-ID": "999"}) as (_, stream):
+        events = events_only(stream)
+        wait_until(lambda: live_streams(live, "sse") == 1, what="the second stream to be open")
+        live.gates.open("far")
+        rest = list(events)
+    assert [f.event for f in rest] == ["end"]
+    assert rest[0].json()["status"] == "succeeded"
+    assert_error(live.client().get(f"/jobs/{far['id']}/stream", params={"after": 2**63}), 422)
+    too_far = live.client().get(f"/jobs/{far['id']}/stream", headers={"Last-Event-ID": str(2**63)})
+    assert_error(too_far, 422, "invalid_request")

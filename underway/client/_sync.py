@@ -384,7 +384,7 @@ class Client(BaseClient):
 
     def me(self) -> Json:
         """Who the client is to the server: ``{owner, role, auth, via, can, grant, csrf_token}``
-        (``can``: what it may do: ``submit``, ``cancel``, ``answer``, ``admin``)."""
+        (``can``: what it may do: ``write``, ``cancel``, ``answer``, ``admin``)."""
         return self._send(self._me_call())
 
     def health(self) -> Json:

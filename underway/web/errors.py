@@ -34,6 +34,7 @@ from ..exceptions import (
 )
 from ..service import Service
 from .guard import SERVICE
+from .inputs import BadInput, loads
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -121,6 +122,7 @@ class ErrorRoute(APIRoute):
         handler = super().get_route_handler()
         limit = self.body_limit
         guard = None if self.name in PUBLIC_ROUTES else self.guard
+        takes_body = self.body_field is not None
 
         async def handle(request: Request) -> Response:
             response = await guarded(request)
@@ -137,6 +139,9 @@ class ErrorRoute(APIRoute):
                 if guard is not None:
                     request.scope[SERVICE] = Service(guard.app, await guard.principal(request))
                     guard.check_write(request, request.method)
+                check_location(request)
+                if takes_body:
+                    await read_json(request)
                 return await handler(request)
             except (UnderwayError, RequestValidationError, HTTPException) as exc:
                 # FastAPI turns an error raised while it reads the body into a 400 "error
@@ -148,6 +153,22 @@ class ErrorRoute(APIRoute):
                 return response_for(exc)
 
         return handle
+
+
+def check_location(request: Request) -> None:
+    """:class:`~.inputs.BadInput` for a NUL character in the path or the query (as ``%00``):
+    no stored text may hold one, and none is an id, a name or a filter."""
+    if "\x00" in request.scope["path"] or b"%00" in request.scope.get("query_string", b""):
+        raise BadInput("a NUL character (%00): remove it", where="url", kind="unstorable_character")
+
+
+async def read_json(request: Request) -> None:
+    """Parse a JSON body strictly (:func:`~.inputs.loads`) before FastAPI does: FastAPI then
+    takes the parsed value (``request.json()`` keeps it)."""
+    body = await request.body()
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if body and (kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))):
+        request._json = loads(body)
 
 
 def _not_json(exc: UnicodeDecodeError) -> JSONResponse:

@@ -26,6 +26,8 @@ EventTypeName = Literal["status", "progress", "log", "prompt", "answer"]
 MAX_IDS = 1000
 #: The longest search text.
 MAX_SEARCH = 200
+#: The largest event number a client may name (``after``, ``Last-Event-ID``): a 64-bit integer.
+MAX_SEQ = 2**63 - 1
 SEARCH = (
     "a search: the jobs whose id starts with it or whose arguments' JSON contains it"
     " (ignoring the case of ASCII letters)"
@@ -183,7 +185,7 @@ class MeOut(BaseModel):
     role: Literal["user", "admin"]
     auth: bool = Field(description="whether authentication is on")
     via: Literal["key", "token", "session", "hook", "anonymous"]
-    can: dict[str, bool] = Field(description="submit, cancel, answer, admin: what this principal may do")
+    can: dict[str, bool] = Field(description="write (submit, retry, delete), cancel, answer, admin: what this principal may do")
     grant: dict[str, str | None] | None = Field(description="what a stream token is limited to")
     csrf_token: str | None = Field(description="with a session: send it as X-CSRF-Token")
 

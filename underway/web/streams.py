@@ -27,7 +27,8 @@ from ..exceptions import InvalidArguments
 from ..jobs import Job
 from ..service import JobFilter, Service
 from .guard import Svc
-from .models import IDS, MAX_SEARCH, SEARCH, ErrorOut, EventList, id_list, job_filter
+from .inputs import BadInput
+from .models import IDS, MAX_SEARCH, MAX_SEQ, SEARCH, ErrorOut, EventList, id_list, job_filter
 from .sse import EventStream, FrameSource, frame
 from .wire import encoded
 
@@ -47,7 +48,7 @@ def add_stream_routes(api: API) -> None:
     async def job_events(
         job_id: str,
         service: Svc,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a first event")] = 0,
         types: Annotated[str | None, Query(description="comma-separated event types")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -83,7 +84,7 @@ def add_stream_routes(api: API) -> None:
     async def stream_job(
         job_id: str,
         service: Svc,
-        after: Annotated[int | None, Query(ge=0)] = None,
+        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
         token: Annotated[str | None, Query(description="a stream token (POST /stream-tokens)")] = None,
     ) -> Response:
@@ -97,9 +98,9 @@ def add_stream_routes(api: API) -> None:
         job = await service.get(job_id)
         if job.terminal and start >= job.last_seq:
             return Response(status_code=204)
-        # A resume point past the last event (another store's numbering, a made-up id) would
-        # skip every event to come, the end too: go on from the last one instead.
-        return open_sse(api, service.principal, _JobFrames(api, service, job_id, min(start, job.last_seq)))
+        # A resume point past the last event gets only the events numbered above it, and the
+        # end whenever the job ends.
+        return open_sse(api, service.principal, _JobFrames(api, service, job_id, start, job.last_seq))
 
     @router.get(
         "/stream",
@@ -213,7 +214,10 @@ def _types(types: str | None) -> tuple[str, ...]:
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int:
     if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
+        resume = int(last_event_id.strip())
+        if resume > MAX_SEQ:
+            raise BadInput(f"Last-Event-ID is an event number, at most {MAX_SEQ}", details={"limit": MAX_SEQ})
+        return resume
     return after or 0
 
 
@@ -289,12 +293,15 @@ class _JobFrames(_Frames):
     behind (``Overflow``) reads what it missed from the store, like a fresh one.
     """
 
-    __slots__ = ("_ended", "_job_id", "_last", "_last_event", "_replay", "_service")
+    __slots__ = ("_ended", "_horizon", "_job_id", "_last", "_last_event", "_replay", "_service")
 
-    def __init__(self, api: API, service: Service, job_id: str, start: int) -> None:
+    def __init__(self, api: API, service: Service, job_id: str, start: int, horizon: int) -> None:
         super().__init__(api)
         self._service = service
         self._job_id = job_id
+        #: The job's last event when the stream opened: an event above it is new, not a copy
+        #: of one read from the store (for a resume point beyond it, see :meth:`_add`).
+        self._horizon = horizon
         self._last = start
         self._last_event: Event | None = None
         self._replay = True
@@ -335,14 +342,18 @@ class _JobFrames(_Frames):
 
     def _add(self, chunks: list[bytes], event: Event, *, ends: bool) -> None:
         if event.seq <= self._last:
-            return  # a live copy of an event already read from the store
+            # A live copy of an event already read from the store; or, for a resume point
+            # beyond the last event, a new one it asked not to get: it still gets the end.
+            if ends and event.seq > self._horizon:
+                self._add_end(chunks, event)
+            return
         self._last, self._last_event = event.seq, event
         chunks.append(encoded(event).sse)
         if ends:
             self._add_end(chunks)
 
-    def _add_end(self, chunks: list[bytes]) -> None:
-        last = self._last_event
+    def _add_end(self, chunks: list[bytes], last: Event | None = None) -> None:
+        last = last or self._last_event
         status = last.data["status"] if last is not None and last.type is EventType.STATUS else None
         chunks.append(frame(dumps({"job_id": self._job_id, "status": status}), event="end"))
         self._ended = True

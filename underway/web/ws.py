@@ -27,7 +27,8 @@ from ..events import Event, EventType
 from ..exceptions import InvalidArguments, TooManyRequests, UnderwayError
 from ..service import JobFilter, Service
 from .batches import BatchFollower
-from .models import MAX_SEARCH, checked_ids, job_filter
+from .inputs import BadInput, loads
+from .models import MAX_SEARCH, MAX_SEQ, checked_ids, job_filter
 from .sse import send_within
 from .streams import check_many, follow_many
 from .wire import encoded
@@ -154,9 +155,9 @@ class Session:
 
     async def _handle(self, raw: str) -> None:
         try:
-            request = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            await self._error(None, "bad_message", f"not JSON: {exc}")
+            request = loads(raw, "message")
+        except BadInput as exc:
+            await self._error(None, "bad_message", exc.message)
             return
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
             await self._error(None, "bad_message", 'a message is a JSON object with an "op"')
@@ -200,13 +201,14 @@ class Session:
         job_id = request.get("job")
         if job_id is not None:
             after = request.get("after", 0)
-            if not isinstance(job_id, str) or not isinstance(after, int) or after < 0:
-                raise InvalidArguments('subscribe to a job with {"job": "<id>", "after": <seq ≥ 0>}')
+            if not isinstance(job_id, str) or type(after) is not int or not 0 <= after <= MAX_SEQ:
+                shape = f'{{"job": "<id>", "after": <seq 0 to {MAX_SEQ}>}}'
+                raise InvalidArguments(f"subscribe to a job with {shape}")
             job = await self.service.get(job_id)
             # The pump keeps what it needs, not the job (its arguments, result… for hours).
             ended = job.terminal and after >= job.last_seq  # nothing is left to send but the end
-            start, ended_as = min(after, job.last_seq), job.status.value if ended else None
-            return lambda sub: self._pump_job(sub, job_id, start, ended_as)
+            ended_as = job.status.value if ended else None
+            return lambda sub: self._pump_job(sub, job_id, after, ended_as)
         if request.get("batch") is not None:
             batch_id = request["batch"]
             if not isinstance(batch_id, str):
@@ -254,7 +256,10 @@ class Session:
             async for event in self.service.watch(job_id, after=after):
                 last = event
                 await self._push(sub, event)
-            status = last.data["status"] if last is not None and last.type is EventType.STATUS else None
+            if last is None:  # it ended at or before the resume point: only the end is sent
+                status = (await self.service.get(job_id)).status.value
+            else:
+                status = last.data["status"] if last.type is EventType.STATUS else None
         await self.send({"sub": sub, "end": {"job_id": job_id, "status": status}})
         self.subscriptions.pop(sub, None)
 
