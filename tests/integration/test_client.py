@@ -451,7 +451,10 @@ def test_errors_map_back_to_underways_exceptions(client: Any) -> None:
 def test_a_wrong_base_url_says_so(connect: Connect, live: LiveServer) -> None:
     client = connect(f"http://127.0.0.1:{live.port}")
     with pytest.raises(underway.ServerError, match="underway's API") as caught:
-        client.get("x")
+        client.get("x")  # /jobs/x is the dashboard's page of that job: HTML
+    assert (caught.value.status, caught.value.code) == (200, "not_json")
+    with pytest.raises(underway.ServerError, match="underway's API") as caught:
+        client.tasks()  # /tasks: no such page or route
     assert (caught.value.status, caught.value.code) == (404, "not_found")
 
 

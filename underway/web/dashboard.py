@@ -22,6 +22,7 @@ import json
 from html import escape
 from urllib.parse import urlsplit
 
+from starlette.routing import Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from .assets import Assets, mounted_path, static_file
@@ -111,6 +112,20 @@ class Dashboard:
         body = self.page(root).encode()
         policy = [(b"content-security-policy", page_policy(api).encode()), (b"cache-control", b"no-cache")]
         await _answer(send, 200, body, "text/html; charset=utf-8", policy, head=scope["method"] == "HEAD")
+
+
+class PageMount(Mount):
+    """A ``Mount`` of the dashboard that matches only the dashboard's own paths (its pages and
+    ``static/``): routes beside it keep their answers for the rest, so a wrong method on an API
+    route is still a 405, where a mount of everything would answer it as a missing page."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is Match.FULL:
+            first = mounted_path({**scope, **child}).strip("/").split("/", 1)[0]
+            if first not in PAGES and first != "static":
+                return Match.NONE, {}
+        return match, child
 
 
 async def _answer(

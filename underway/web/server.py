@@ -30,6 +30,7 @@ from ..config import Settings
 from ..exceptions import UnderwayError
 from ..worker import Worker
 from .api import API, Authenticate, stop_streams
+from .dashboard import PageMount
 from .errors import error_response, response_for
 from .guard import CSRF_HEADERS, check_serving
 
@@ -99,7 +100,7 @@ def create_app(
             max_age=600,
         )
     server.add_middleware(SecurityHeaders)
-    server.mount("/", api.dashboard(), name="dashboard")  # last: every other path is a page
+    server.router.routes.append(PageMount("/", api.dashboard(), name="dashboard"))
     return server
 
 
