@@ -185,7 +185,9 @@ class MeOut(BaseModel):
     role: Literal["user", "admin"]
     auth: bool = Field(description="whether authentication is on")
     via: Literal["key", "token", "session", "hook", "anonymous"]
-    can: dict[str, bool] = Field(description="write (submit, retry, delete), cancel, answer, admin: what this principal may do")
+    can: dict[str, bool] = Field(
+        description="write (submit, retry, delete), cancel, answer, admin: what this principal may do"
+    )
     grant: dict[str, str | None] | None = Field(description="what a stream token is limited to")
     csrf_token: str | None = Field(description="with a session: send it as X-CSRF-Token")
 

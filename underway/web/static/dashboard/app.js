@@ -153,7 +153,7 @@ function Dashboard() {
     <header class="top">
       <a class="brand" href=${href("/")}>underway</a>
       <nav aria-label="pages">
-        ${PAGES.filter((p) => p.path !== "/submit" || me.can.submit).map(
+        ${PAGES.filter((p) => p.path !== "/submit" || me.can.write).map(
           (p) => html`<a href=${href(p.path)} aria-current=${p.path === section ? "page" : undefined}>${p.title}</a>`,
         )}
       </nav>
