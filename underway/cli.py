@@ -152,15 +152,15 @@ SERVER_FIELDS = (
 @settings_flags(*SERVER_FIELDS)
 @click.pass_obj
 def server(state: CliState, /, **flags: Any) -> None:
-    """Serve the HTTP API (under /api) until SIGTERM/SIGINT."""
+    """Serve the dashboard (at /) and the HTTP API (under /api) until SIGTERM/SIGINT."""
     from .web import create_app, serve
+    from .web.dashboard import dashboard_url
 
     async def go() -> None:
         app = state.app(**flags)
         settings = app.settings
-        click.echo(
-            f"underway server on http://{settings.host}:{settings.port}/api/docs · store {settings.url}"
-        )
+        url = dashboard_url(settings.host, settings.port)
+        click.echo(f"underway server: dashboard {url} · API {url}api/docs · store {settings.url}")
         await serve(create_app(app, settings=app.settings), app.settings)
 
     run(go(), serving=True)
@@ -170,14 +170,15 @@ def server(state: CliState, /, **flags: Any) -> None:
 @settings_flags(*SERVER_FIELDS, *WORKER_FIELDS)
 @click.pass_obj
 def dev(state: CliState, /, **flags: Any) -> None:
-    """Serve the HTTP API and run a worker in one process (for development)."""
+    """Serve the dashboard and the HTTP API and run a worker in one process (for development)."""
     from .web import create_app, serve
+    from .web.dashboard import dashboard_url
 
     async def go() -> None:
         app = state.app(required=True, **flags)
         settings = app.settings
-        address = f"http://{settings.host}:{settings.port}/api/docs"
-        click.echo(f"underway dev on {address} · store {settings.url}")
+        url = dashboard_url(settings.host, settings.port)
+        click.echo(f"underway dev: dashboard {url} · API {url}api/docs · store {settings.url}")
         await serve(create_app(app, settings=app.settings, with_worker=True), app.settings)
 
     run(go(), serving=True)
@@ -203,9 +204,15 @@ def migrate(state: CliState) -> None:
 @settings_flags("host", "port", *WORKER_FIELDS)
 @click.option("--answer", default="yes", show_default=True, help="answer given to the demo's question")
 @click.option("--once", is_flag=True, help="exit when the demo jobs have ended, instead of serving on")
+@click.option(
+    "--no-browser",
+    is_flag=True,
+    help="do not open the dashboard in a browser (never in CI or without a display)",
+)
 @click.pass_obj
-def demo(state: CliState, /, answer: str, once: bool, **flags: Any) -> None:
-    """Serve the API, run a worker and demo jobs in this process, with live bars."""
+def demo(state: CliState, /, answer: str, once: bool, no_browser: bool, **flags: Any) -> None:
+    """Serve the dashboard and the API, run a worker and demo jobs in this process, with live bars;
+    open the dashboard in a browser."""
     from . import demo as demo_module
 
     task_logs = logging.getLogger("underway.tasks")  # the bars show task logs already
@@ -213,7 +220,8 @@ def demo(state: CliState, /, answer: str, once: bool, **flags: Any) -> None:
     task_logs.addHandler(logging.NullHandler())  # else warnings reach stderr via logging.lastResort
     app = demo_module.app
     app.settings = app.settings.replace(**state.overrides(**flags))
-    run(demo_module.run(app, console, answer=answer, once=once), serving=True)
+    browser = demo_module.should_open_browser(no_browser)
+    run(demo_module.run(app, console, answer=answer, once=once, browser=browser), serving=True)
 
 
 # -- jobs --------------------------------------------------------------------------------------

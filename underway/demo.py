@@ -1,6 +1,8 @@
-"""The tasks ``underway demo`` runs: a crawl, a question, a flaky job and a sync batch.
+"""The tasks ``underway demo`` runs: crawls, a question, a flaky job, a sync task and a batch
+whose items sometimes fail; and the runner, which serves the dashboard and the API with a
+worker, opens the dashboard in a browser, and draws the jobs' bars in the terminal.
 
-They sleep instead of doing real I/O, so the demo works offline, but they use the task API
+The tasks sleep instead of doing real I/O, so the demo works offline, but they use the task API
 exactly as real tasks do.
 """
 
@@ -8,8 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import sys
+import threading
 import time
+import webbrowser
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +25,8 @@ from rich.markup import escape
 import underway
 from underway.events import EventType
 from underway.exceptions import UnderwayError
-from underway.terminal import JobBars
+from underway.terminal import JobBars, batch_status_text
+from underway.web.dashboard import dashboard_url
 
 app = underway.App("sqlite:///underway-demo.db")
 
@@ -75,6 +83,16 @@ def thumbnails(ctx: underway.Context, photos: int = 30) -> int:
     return photos
 
 
+@app.task(queue="demo")
+async def resize(ctx: underway.Context, photo: str, corrupt: bool = False) -> dict[str, Any]:
+    """One item of the demo's batch: resizes a photo, or fails on a corrupt one (no retry)."""
+    for step in ctx.track(range(8), message=f"Resizing {photo}"):
+        await asyncio.sleep(random.uniform(0.02, 0.06))
+        if corrupt and step == 3:
+            raise ValueError(f"{photo} is corrupt: cannot decode its JPEG data")
+    return {"photo": photo, "sizes": [320, 1280]}
+
+
 DEMO_JOBS: list[tuple[underway.Task[..., Any], dict[str, Any]]] = [
     (crawl, {"site": "news.example", "pages": 40}),
     (crawl, {"site": "shop.example", "pages": 25}),
@@ -82,12 +100,51 @@ DEMO_JOBS: list[tuple[underway.Task[..., Any], dict[str, Any]]] = [
     (flaky_upload, {"files": 10}),
     (thumbnails, {"photos": 30}),
 ]
+#: The demo's batch: every fifth photo is corrupt, so the batch ends ``partial``.
+DEMO_BATCH_NAME = "Resize the holiday photos"
+DEMO_BATCH: list[dict[str, Any]] = [
+    {"photo": f"IMG_{number:04d}.jpg", "corrupt": number % 5 == 0} for number in range(1, 13)
+]
+#: How often the batch's bar reads the batch again.
+BATCH_INTERVAL = 0.2
 
 
-async def run(app: underway.App, console: Console, *, answer: str = "yes", once: bool = False) -> None:
-    """Serve the API with a worker, submit the demo jobs and draw their bars.
+def should_open_browser(
+    no_browser: bool, env: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> bool:
+    """Whether to open the dashboard in the user's browser: not when told not to, not in CI,
+    and on Linux not without a display (``DISPLAY`` or ``WAYLAND_DISPLAY``)."""
+    env = os.environ if env is None else env
+    if no_browser or env.get("CI"):
+        return False
+    return not platform.startswith("linux") or bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
-    Serves on until Ctrl-C, or until the jobs end when ``once``.
+
+def open_browser(url: str) -> None:
+    """Open ``url`` in the user's browser, from a thread of its own: a browser command (``$BROWSER``)
+    may run until that browser closes, and the demo must not wait for it."""
+
+    def go() -> None:
+        try:
+            webbrowser.open(url)
+        except Exception:  # a broken browser setting must not stop the demo
+            pass
+
+    threading.Thread(target=go, name="underway-demo-browser", daemon=True).start()
+
+
+async def run(
+    app: underway.App,
+    console: Console,
+    *,
+    answer: str = "yes",
+    once: bool = False,
+    browser: bool = False,
+) -> None:
+    """Serve the dashboard and the API with a worker, submit the demo jobs and batch, and draw
+    their bars; print the dashboard's URL first, and open it in a browser if ``browser``.
+
+    Serves on until Ctrl-C, or until the jobs and the batch end when ``once``.
     """
     from underway.web import create_app
     from underway.web.server import Server, uvicorn_config
@@ -100,9 +157,15 @@ async def run(app: underway.App, console: Console, *, answer: str = "yes", once:
             raise UnderwayError(f"the server could not start on {app.settings.host}:{app.settings.port}")
         await asyncio.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
+    url = dashboard_url(app.settings.host, port)
+    console.print(f"{url}  ← the dashboard", highlight=False, soft_wrap=True)
+    if browser:
+        open_browser(url)
     console.print(
-        f"[bold]underway demo[/] · API http://{app.settings.host}:{port}/api/docs"
-        f" · store {escape(app.settings.url)} · Ctrl-C to stop\n"
+        f"[bold]underway demo[/] · dashboard {url}{' (opening it in your browser)' if browser else ''}"
+        f" · API {url}api/docs · store {escape(app.settings.url)} · Ctrl-C to stop\n",
+        highlight=False,
+        soft_wrap=True,
     )
     showing = asyncio.create_task(_show(app, console, answer))
     await asyncio.wait({serving, showing}, return_when=asyncio.FIRST_COMPLETED)
@@ -111,7 +174,7 @@ async def run(app: underway.App, console: Console, *, answer: str = "yes", once:
         if once:
             server.should_exit = True
         else:
-            console.print("\nThe jobs ended; the API keeps serving. Ctrl-C to stop.")
+            console.print(f"\nThe jobs ended; the dashboard keeps serving at {url}. Ctrl-C to stop.")
     else:
         showing.cancel()
     await serving
@@ -119,15 +182,40 @@ async def run(app: underway.App, console: Console, *, answer: str = "yes", once:
 
 async def _show(app: underway.App, console: Console, answer: str) -> None:
     jobs = [await task.submit(**args) for task, args in DEMO_JOBS]
+    batch = await app.submit_batch(resize, DEMO_BATCH, name=DEMO_BATCH_NAME, labels={"album": "holiday"})
     with JobBars(console) as bars:
         for job in jobs:
             bars.add(job)
-        await asyncio.gather(*(_follow(app, job, bars, answer) for job in jobs))
+        await asyncio.gather(
+            *(_follow(app, job, bars, answer) for job in jobs), _follow_batch(app, batch.id, bars)
+        )
     console.print()
     for job in [await app.get(job.id) for job in jobs]:
         console.print(
             f"{job.id}  {job.task:<30} [bold]{job.status.value}[/]  {escape(json.dumps(job.result))}"
         )
+    view = await app.batch_view(batch.id)
+    console.print(
+        f"batch {view.id}  {escape(view.name or view.task)}: {batch_status_text(view)}"
+        f" · {view.counts.get('succeeded', 0)}/{view.total} succeeded",
+        highlight=False,
+    )
+
+
+async def _follow_batch(app: underway.App, batch_id: str, bars: JobBars) -> None:
+    """One bar for the batch among the jobs' bars, read again until every item has ended (its
+    failing items end it too: ``partial``)."""
+    view = await app.batch_view(batch_id)
+    bar = bars.progress.add_task(
+        escape(f"batch of resize {batch_id[-6:]}"), total=view.total, speed="", status=""
+    )
+    while True:
+        bars.progress.update(bar, completed=view.done, status=batch_status_text(view))
+        if view.terminal:
+            bars.progress.stop_task(bar)
+            return
+        await asyncio.sleep(BATCH_INTERVAL)
+        view = await app.batch_view(batch_id)
 
 
 async def _follow(app: underway.App, job: underway.Job, bars: JobBars, answer: str) -> None:

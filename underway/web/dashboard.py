@@ -36,6 +36,15 @@ SHARED = ("underway.js",)
 PAGES = frozenset({"", "jobs", "batches", "queues", "overview", "submit"})
 
 
+def dashboard_url(host: str, port: int) -> str:
+    """The URL of a standalone server's dashboard, as a browser on this machine reaches it."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
 def page_policy(api_url: str) -> str:
     """The page's Content-Security-Policy: nothing inline, nothing evaluated, nothing from
     elsewhere (but the API's origin, when it is on another one)."""
