@@ -1563,6 +1563,8 @@ class JobsWatch extends Watch {
     this.filter = normalFilter(filter);
     /** @type {Record<string, JobState>} */
     this.states = {};
+    /** @type {Map<string, number>} each job's last event delivered: none is delivered twice */
+    this.seqs = new Map();
     // the WebSocket cannot follow a batch's jobs as jobs (a batch subscription is the batch's view)
     if (this.mode === "ws" && this.filter.batch) this.mode = "sse";
   }
@@ -1585,15 +1587,22 @@ class JobsWatch extends Watch {
     if (message.type === "snapshot") {
       /** @type {Record<string, JobState>} */
       const states = {};
-      for (const job of message.body?.jobs ?? []) states[job.id] = jobState(job);
+      this.seqs = new Map();
+      for (const job of message.body?.jobs ?? []) {
+        states[job.id] = jobState(job);
+        this.seqs.set(job.id, job.last_seq);
+      }
       this.states = states;
       this.delivery.replace("onJobs", states);
     } else if (message.type === "event") {
       const event = message.event;
-      const before = this.states[event.job_id];
-      if (before && event.seq <= before.lastSeq) return;
+      if (event.seq <= (this.seqs.get(event.job_id) ?? 0)) return;
+      this.seqs.set(event.job_id, event.seq);
       this.delivery.push("onEvent", event);
-      this.states = { ...this.states, [event.job_id]: foldJob(before, event) };
+      // The states are a new object per change (for React and stores): made only when someone
+      // reads them, since copying them for every event of a thousand busy jobs costs.
+      if (typeof this.options().onJobs !== "function") return;
+      this.states = { ...this.states, [event.job_id]: foldJob(this.states[event.job_id], event) };
       this.delivery.replace("onJobs", this.states);
     }
   }

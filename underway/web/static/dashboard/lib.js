@@ -280,13 +280,17 @@ export function Pager({ newer, older, onNewer, onOlder, label }) {
  */
 export function ConfirmButton({ label, confirm, onConfirm, danger, disabled }) {
   const [asking, setAsking] = useState(false);
+  const yes = useRef(/** @type {HTMLButtonElement|null} */ (null));
+  useEffect(() => {
+    if (asking) yes.current?.focus(); // a keyboard user answers at once (Tab reaches "No")
+  }, [asking]);
   if (!asking) {
     return html`<button type="button" class=${danger ? "danger" : ""} disabled=${disabled}
       onClick=${() => setAsking(true)}>${label}</button>`;
   }
   return html`<span class="confirm" role="group" aria-label=${confirm}>
     <span>${confirm}</span>
-    <button type="button" class=${danger ? "danger" : "primary"}
+    <button type="button" ref=${yes} class=${danger ? "danger" : "primary"}
       onClick=${() => {
         setAsking(false);
         onConfirm();
