@@ -23,9 +23,11 @@ import {
   useApp,
   useEffect,
   useLocation,
+  useMemo,
   useRef,
   useState,
 } from "./lib.js";
+import { FieldInput, fieldOf, fieldsOf, initialTexts, readFields } from "./schema-form.js";
 
 /** Events kept for the timeline, log lines kept, status events kept (for the attempts). */
 const MAX_EVENTS = 1000;
@@ -160,55 +162,16 @@ function attemptsOf(statuses) {
 }
 
 /**
- * The fields of a form generated from a JSON schema: an object's properties, or the value itself.
+ * The fields of an answer's form: an object's properties, or one field for the value itself
+ * (`single`; a text when the question has no schema).
  * @param {any} schema
- * @returns {{fields: {name: string, schema: any, required: boolean}[], single: boolean}}
  */
-function fieldsOf(schema) {
+function answerFieldsOf(schema) {
   if (schema?.type === "object" && schema.properties && typeof schema.properties === "object") {
-    const required = new Set(Array.isArray(schema.required) ? schema.required : []);
-    return {
-      single: false,
-      fields: Object.entries(schema.properties).map(([name, sub]) => ({ name, schema: sub, required: required.has(name) })),
-    };
+    return { single: false, fields: fieldsOf(schema) };
   }
-  return { single: true, fields: [{ name: "value", schema, required: true }] };
-}
-
-/** How a field is drawn. @param {any} schema */
-function kindOf(schema) {
-  if (Array.isArray(schema?.enum)) return "enum";
-  const type = Array.isArray(schema?.type) ? schema.type.find((t) => t !== "null") : schema?.type;
-  if (type === "string" || type === "integer" || type === "number" || type === "boolean") return type;
-  return "json";
-}
-
-/** A field's value from its input, or an error. @param {any} schema @param {any} raw @param {boolean} required */
-function valueOf(schema, raw, required) {
-  const kind = kindOf(schema);
-  if (kind === "boolean") return { value: Boolean(raw) };
-  const text = typeof raw === "string" ? raw : "";
-  if (text.trim() === "") return required && kind !== "string" ? { error: "required" } : { skip: kind !== "string" || !required, value: "" };
-  if (kind === "integer") {
-    const n = Number(text);
-    return Number.isInteger(n) ? { value: n } : { error: "a whole number" };
-  }
-  if (kind === "number") {
-    const n = Number(text);
-    return Number.isFinite(n) ? { value: n } : { error: "a number" };
-  }
-  if (kind === "enum") {
-    const found = schema.enum.find((/** @type {any} */ option) => JSON.stringify(option) === text);
-    return found === undefined ? { error: "one of the choices" } : { value: found };
-  }
-  if (kind === "json") {
-    try {
-      return { value: JSON.parse(text) };
-    } catch {
-      return { error: "valid JSON" };
-    }
-  }
-  return { value: text };
+  const field = fieldOf("value", schema ?? { type: "string" }, schema, { required: true, title: "Answer" });
+  return { single: true, fields: [field] };
 }
 
 /**
@@ -217,10 +180,8 @@ function valueOf(schema, raw, required) {
  */
 function Question({ prompt, onAnswer, canAnswer }) {
   const [busy, setBusy] = useState(false);
-  const [problem, setProblem] = useState(/** @type {string|null} */ (null));
   const send = async (/** @type {any} */ value) => {
     setBusy(true);
-    setProblem(null);
     const done = await onAnswer(value, prompt.key);
     if (done === undefined) setBusy(false); // refused: the toast said why
   };
@@ -239,31 +200,7 @@ function Question({ prompt, onAnswer, canAnswer }) {
       )}
     </div>`;
   } else {
-    const { fields, single } = schema ? fieldsOf(schema) : { fields: [{ name: "value", schema: { type: "string" }, required: true }], single: true };
-    /** @param {SubmitEvent} event */
-    const submit = (event) => {
-      event.preventDefault();
-      const form = /** @type {HTMLFormElement} */ (event.currentTarget);
-      /** @type {Record<string, any>} */
-      const answer = {};
-      for (const field of fields) {
-        const input = /** @type {any} */ (form.elements.namedItem(`answer-${field.name}`));
-        const raw = kindOf(field.schema) === "boolean" ? input?.checked : input?.value;
-        const got = valueOf(field.schema, raw, field.required);
-        if ("error" in got) {
-          setProblem(`${single ? "The answer" : field.name} must be ${got.error}.`);
-          input?.focus();
-          return;
-        }
-        if (!got.skip) answer[field.name] = got.value;
-      }
-      send(single ? answer.value : answer);
-    };
-    body = html`<form class="job-answer" onSubmit=${submit}>
-      ${fields.map((field) => html`<${SchemaField} field=${field} single=${single} />`)}
-      ${problem ? html`<p class="alert" role="alert">${problem}</p>` : null}
-      <div><button type="submit" class="primary" disabled=${busy}>Answer</button></div>
-    </form>`;
+    body = html`<${AnswerForm} schema=${schema} busy=${busy} onSend=${send} />`;
   }
   return html`<section class="card job-question" aria-labelledby="job-question-title">
     <h2 id="job-question-title">Question</h2>
@@ -273,49 +210,33 @@ function Question({ prompt, onAnswer, canAnswer }) {
 }
 
 /**
- * One input of a generated form: uncontrolled (`defaultValue`), so that the page's redraws (an
- * event, a change of the log level) never reset what was typed.
- * @param {{field: {name: string, schema: any, required: boolean}, single: boolean}} props */
-function SchemaField({ field, single }) {
-  const { name, schema, required } = field;
-  const kind = kindOf(schema);
-  const id = `answer-${name}`;
-  const title = schema?.title ?? (single ? "Answer" : name);
-  const label = html`<label for=${id}>${title}${required && kind !== "boolean"
-      ? html`<span class="job-required" aria-hidden="true"> *</span>`
-      : null}</label>`;
-  const hint = schema?.description ? html`<span class="muted job-hint">${schema.description}</span>` : null;
-  if (kind === "boolean") {
-    return html`<div class="job-field">
-      <label class="switch" for=${id}>
-        <input id=${id} name=${id} type="checkbox" defaultChecked=${schema?.default === true} /> ${title}
-      </label>
-      ${hint}
-    </div>`;
-  }
-  let input;
-  if (kind === "enum") {
-    input = html`<select id=${id} name=${id} required=${required}>
-      ${required ? null : html`<option value="">–</option>`}
-      ${schema.enum.map(
-        (/** @type {any} */ option) =>
-          html`<option value=${JSON.stringify(option)} selected=${JSON.stringify(option) === JSON.stringify(schema.default)}>
-            ${typeof option === "string" ? option : JSON.stringify(option)}
-          </option>`,
-      )}
-    </select>`;
-  } else if (kind === "integer" || kind === "number") {
-    input = html`<input id=${id} name=${id} type="number" inputmode=${kind === "integer" ? "numeric" : "decimal"}
-      step=${kind === "integer" ? "1" : "any"} min=${schema?.minimum} max=${schema?.maximum}
-      defaultValue=${schema?.default ?? ""} required=${required} />`;
-  } else if (kind === "string") {
-    input = html`<input id=${id} name=${id} type="text" defaultValue=${schema?.default ?? ""} required=${required}
-      minlength=${schema?.minLength} maxlength=${schema?.maxLength} autocomplete="off" />`;
-  } else {
-    input = html`<textarea id=${id} name=${id} rows="4" required=${required} spellcheck=${false} placeholder="JSON"
-      defaultValue=${schema?.default === undefined ? "" : JSON.stringify(schema.default, null, 2)}></textarea>`;
-  }
-  return html`<div class="job-field">${label}${input}${hint}</div>`;
+ * The form of a structured answer. What was typed lives in its state, so the page's redraws (an
+ * event, a change of the log level) never reset it. The API does not check an answer against
+ * its schema: this form has no `novalidate`, so the browser checks the required fields and the
+ * schema's limits (minimum, maximum, whole numbers, lengths) before it is sent.
+ * @param {{schema: any, busy: boolean, onSend: (value: any) => void}} props
+ */
+function AnswerForm({ schema, busy, onSend }) {
+  const { fields, single } = useMemo(() => answerFieldsOf(schema), [schema]);
+  const [texts, setTexts] = useState(() => initialTexts(fields));
+  const [errors, setErrors] = useState(/** @type {Record<string, string>} */ ({}));
+  /** @param {SubmitEvent} event */
+  const submit = (event) => {
+    event.preventDefault();
+    const { values, errors: found } = readFields(fields, texts);
+    setErrors(found);
+    const wrong = fields.find((field) => found[field.name]);
+    if (wrong) document.getElementById(`answer-${wrong.name}`)?.focus();
+    else onSend(single ? values.value : values);
+  };
+  return html`<form class="job-answer" onSubmit=${submit}>
+    ${fields.map(
+      (field) => html`<${FieldInput} key=${field.name} field=${field} prefix="answer" value=${texts[field.name]}
+        error=${errors[field.name]}
+        onChange=${(/** @type {any} */ v) => setTexts((before) => ({ ...before, [field.name]: v }))} />`,
+    )}
+    <div><button type="submit" class="primary" disabled=${busy}>Answer</button></div>
+  </form>`;
 }
 
 /**

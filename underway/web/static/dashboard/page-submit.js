@@ -15,129 +15,9 @@ import {
   useMemo,
   useState,
 } from "./lib.js";
+import { FieldInput, fieldsOf, initialTexts, readFields } from "./schema-form.js";
 
-/**
- * @typedef {{name: string, kind: "text"|"integer"|"number"|"boolean"|"enum"|"strings"|"json",
- *   title: string, description: string, required: boolean, nullable: boolean, initial: any,
- *   options: any[]}} Field
- */
-
-/** A schema with its `$ref` (to `#/$defs/…`) and one-item `allOf` followed. @param {any} schema @param {any} root */
-function resolve(schema, root) {
-  let found = schema ?? {};
-  for (let depth = 0; depth < 10; depth++) {
-    if (typeof found.$ref === "string" && found.$ref.startsWith("#/")) {
-      const target = found.$ref
-        .slice(2)
-        .split("/")
-        .reduce((node, key) => node?.[key], root);
-      const { $ref, ...rest } = found;
-      found = { ...target, ...rest };
-    } else if (Array.isArray(found.allOf) && found.allOf.length === 1) {
-      const { allOf, ...rest } = found;
-      found = { ...allOf[0], ...rest };
-    } else break;
-  }
-  return found;
-}
-
-/**
- * The form's fields from a task's argument schema.
- * @param {any} schema @returns {Field[]}
- */
-export function fieldsOf(schema) {
-  const properties = schema?.properties ?? {};
-  const required = new Set(schema?.required ?? []);
-  return Object.entries(properties).map(([name, raw]) => {
-    let prop = resolve(raw, schema);
-    let nullable = false;
-    const union = prop.anyOf ?? prop.oneOf;
-    if (Array.isArray(union)) {
-      const others = union.map((one) => resolve(one, schema)).filter((one) => one.type !== "null");
-      nullable = others.length < union.length;
-      if (others.length === 1) {
-        const { anyOf, oneOf, ...rest } = prop;
-        prop = { ...others[0], ...rest };
-      }
-    }
-    if (Array.isArray(prop.type) && prop.type.includes("null")) {
-      nullable = true;
-      const types = prop.type.filter((/** @type {string} */ t) => t !== "null");
-      prop = { ...prop, type: types.length === 1 ? types[0] : types };
-    }
-    /** @type {Field["kind"]} */
-    let kind = "json";
-    if (Array.isArray(prop.enum) && prop.enum.every((v) => ["string", "number"].includes(typeof v))) kind = "enum";
-    else if ("const" in prop && typeof prop.const === "string") kind = "enum";
-    else if (prop.type === "string") kind = "text";
-    else if (prop.type === "integer") kind = "integer";
-    else if (prop.type === "number") kind = "number";
-    else if (prop.type === "boolean") kind = "boolean";
-    else if (prop.type === "array" && resolve(prop.items, schema)?.type === "string") kind = "strings";
-    const options = kind === "enum" ? (prop.enum ?? [prop.const]) : [];
-    const initial = "default" in prop ? prop.default : "default" in raw ? raw.default : undefined;
-    return {
-      name,
-      kind,
-      title: prop.title ?? raw.title ?? name,
-      description: prop.description ?? raw.description ?? "",
-      required: required.has(name),
-      nullable,
-      initial,
-      options,
-    };
-  });
-}
-
-/** The text an input starts with for a field's default. @param {Field} field */
-function initialText(field) {
-  const value = field.initial;
-  if (field.kind === "boolean") return Boolean(value);
-  if (value === undefined || value === null) return "";
-  if (field.kind === "strings") return Array.isArray(value) ? value.join("\n") : "";
-  if (field.kind === "json") return JSON.stringify(value, null, 2);
-  return String(value);
-}
-
-/**
- * A field's value from its input: `{value}`, `{skip: true}` (left empty: the default applies)
- * or `{error}`.
- * @param {Field} field @param {any} text
- */
-function valueOf(field, text) {
-  if (field.kind === "boolean") return { value: Boolean(text) };
-  const trimmed = typeof text === "string" ? text.trim() : "";
-  if (trimmed === "") {
-    if (field.kind === "text" && field.required) return { value: "" };
-    if (field.required && !field.nullable) return { error: "Required." };
-    if (field.required) return { value: null };
-    return { skip: true };
-  }
-  switch (field.kind) {
-    case "text":
-      return { value: text };
-    case "integer":
-    case "number": {
-      const n = Number(trimmed);
-      // a number the API will judge (1.5 for an integer: it says why); anything else is no number
-      return Number.isFinite(n) ? { value: n } : { error: "Not a number." };
-    }
-    case "enum": {
-      const found = field.options.find((option) => String(option) === text);
-      return found === undefined ? { error: "Pick one of the options." } : { value: found };
-    }
-    case "strings": {
-      const parts = trimmed.includes("\n") ? trimmed.split("\n") : trimmed.split(",");
-      return { value: parts.map((part) => part.trim()).filter((part) => part !== "") };
-    }
-    default:
-      try {
-        return { value: JSON.parse(trimmed) };
-      } catch (error) {
-        return { error: `Not valid JSON: ${messageOf(error)}` };
-      }
-  }
-}
+/** @typedef {import("./schema-form.js").Field} Field */
 
 /** The job options' fields (beside the task's arguments). */
 const OPTIONS = [
@@ -192,7 +72,7 @@ export function SubmitPage() {
 function TaskForm({ task }) {
   const app = useApp();
   const fields = useMemo(() => fieldsOf(task.schema), [task]);
-  const [values, setValues] = useState(() => Object.fromEntries(fields.map((f) => [f.name, initialText(f)])));
+  const [values, setValues] = useState(() => initialTexts(fields));
   const [options, setOptions] = useState(/** @type {Record<string, string>} */ ({}));
   const [errors, setErrors] = useState(/** @type {Record<string, string>} */ ({}));
   const [problem, setProblem] = useState(/** @type {unknown} */ (null));
@@ -208,15 +88,9 @@ function TaskForm({ task }) {
   /** @param {SubmitEvent} event */
   const submit = async (event) => {
     event.preventDefault();
+    const { values: args, errors: wrong } = readFields(fields, values);
     /** @type {Record<string, string>} */
-    const found = {};
-    /** @type {Record<string, any>} */
-    const args = {};
-    for (const field of fields) {
-      const outcome = valueOf(field, values[field.name]);
-      if ("error" in outcome) found[`args.${field.name}`] = outcome.error;
-      else if (!("skip" in outcome)) args[field.name] = outcome.value;
-    }
+    const found = Object.fromEntries(Object.entries(wrong).map(([name, error]) => [`args.${name}`, error]));
     /** @type {Record<string, any>} */
     const jobOptions = {};
     for (const option of OPTIONS) {
@@ -270,8 +144,9 @@ function TaskForm({ task }) {
     ${fields.length === 0 ? html`<p class="muted">This task takes no arguments.</p>` : null}
     <div class="fields">
       ${fields.map(
-        (field) => html`<${FieldInput} key=${field.name} field=${field} value=${values[field.name]}
-          error=${errors[`args.${field.name}`]} onChange=${(/** @type {any} */ v) => set(field.name, v)} />`,
+        (field) => html`<${FieldInput} key=${field.name} field=${field} prefix="arg" showName=${true}
+          value=${values[field.name]} error=${errors[`args.${field.name}`]}
+          onChange=${(/** @type {any} */ v) => set(field.name, v)} />`,
       )}
     </div>
     <div class="submit-options">
@@ -358,71 +233,4 @@ function otherErrors(error, fields) {
   return detailsOf(error)
     .filter((detail) => !detail.key || !shown.has(detail.key))
     .map((detail) => (detail.path ? `${detail.path}: ${detail.message}` : detail.message));
-}
-
-/** @param {{field: Field, value: any, error?: string, onChange: (value: any) => void}} props */
-function FieldInput({ field, value, error, onChange }) {
-  const id = `arg-${field.name}`;
-  const helpId = `${id}-help`;
-  const common = {
-    id,
-    name: field.name,
-    "aria-invalid": error ? "true" : undefined,
-    "aria-describedby": helpId,
-    "aria-required": field.required ? "true" : undefined,
-  };
-  const text = (/** @type {any} */ e) => onChange(e.target.value);
-  let input;
-  switch (field.kind) {
-    case "boolean":
-      input = html`<input ...${common} type="checkbox" checked=${Boolean(value)}
-        onChange=${(/** @type {any} */ e) => onChange(e.target.checked)} />`;
-      break;
-    case "enum":
-      input = html`<select ...${common} value=${value} onChange=${text}>
-        ${!field.required || field.nullable || field.initial === undefined
-          ? html`<option value="">${field.required ? "Choose…" : "(default)"}</option>`
-          : null}
-        ${field.options.map((option) => html`<option key=${String(option)} value=${String(option)}>${String(option)}</option>`)}
-      </select>`;
-      break;
-    case "integer":
-    case "number":
-      input = html`<input ...${common} type="number" step=${field.kind === "integer" ? "1" : "any"}
-        value=${value} onInput=${text} />`;
-      break;
-    case "strings":
-      input = html`<textarea ...${common} rows="3" value=${value} onInput=${text}
-        placeholder="one per line (or comma-separated)"></textarea>`;
-      break;
-    case "json":
-      input = html`<textarea ...${common} rows="4" class="json-input" value=${value} onInput=${text}
-        placeholder="JSON" spellcheck="false"></textarea>`;
-      break;
-    default:
-      input = html`<input ...${common} type="text" value=${value} onInput=${text} />`;
-  }
-  const kindNote = {
-    text: "text",
-    integer: "whole number",
-    number: "number",
-    boolean: "yes / no",
-    enum: "one of the options",
-    strings: "list of text, one per line",
-    json: "JSON",
-  }[field.kind];
-  const help = [field.description, kindNote, field.required ? "" : field.nullable ? "optional (may be empty)" : "optional"]
-    .filter(Boolean)
-    .join(" · ");
-  return html`<div class=${`field kind-${field.kind}${field.kind === "strings" || field.kind === "json" ? " wide" : ""}${error ? " invalid" : ""}`}
-    data-field=${field.name}>
-    ${field.kind === "boolean"
-      ? html`<label class="check" for=${id}>${input} <span>${field.title}</span>
-          ${field.required ? html`<span class="required" aria-hidden="true">*</span>` : null}</label>`
-      : html`<label for=${id}>${field.title}
-          ${field.required ? html`<span class="required" title="required">*</span>` : null}
-          <code class="arg-name">${field.name}</code></label>
-        ${input}`}
-    <small id=${helpId} class=${error ? "field-error" : "help"}>${error ?? help}</small>
-  </div>`;
 }
