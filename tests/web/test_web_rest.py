@@ -458,8 +458,13 @@ def test_unknown_path_is_404_in_the_error_shape(shared: LiveServer) -> None:
         assert_error(client.post("/api/jobs/x/nothing"), 404, "not_found")
 
 
-def test_wrong_method_is_405_in_the_error_shape(shared: LiveServer) -> None:
-    assert_error(shared.client().put("/jobs"), 405)
+def test_wrong_method_is_405_in_the_error_shape_with_allow(shared: LiveServer) -> None:
+    response = shared.client().put("/jobs")
+    assert_error(response, 405, "method_not_allowed")
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+    cancel = shared.client().get("/jobs/some-id/cancel")
+    assert_error(cancel, 405, "method_not_allowed")
+    assert cancel.headers["allow"] == "POST"
 
 
 def test_openapi_document(shared: LiveServer) -> None:

@@ -106,8 +106,20 @@ def response_for(exc: Exception) -> JSONResponse:
         summary = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['message']}" for p in problems)
         return error_response(422, "invalid_request", f"invalid request: {summary}", problems)
     if isinstance(exc, HTTPException):
-        return error_response(exc.status_code, "http_error", str(exc.detail))
+        return http_error_response(exc)
     raise exc
+
+
+#: The code word of an HTTP error that is not underway's own, by status.
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def http_error_response(exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors (no route, wrong method…) in underway's shape, with their headers
+    (a 405 says which methods it allows in ``Allow``)."""
+    response = error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 class ErrorRoute(APIRoute):

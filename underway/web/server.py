@@ -23,6 +23,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import App
@@ -31,7 +32,7 @@ from ..exceptions import UnderwayError
 from ..worker import Worker
 from .api import API, Authenticate, stop_streams
 from .dashboard import PageMount
-from .errors import error_response, response_for
+from .errors import http_error_response, response_for
 from .guard import CSRF_HEADERS, check_serving
 
 
@@ -78,9 +79,11 @@ def create_app(
     add_documentation(server, api)
 
     @server.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else "http_error"
-        return error_response(exc.status_code, code, str(exc.detail))
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        response = http_error_response(exc)
+        if exc.status_code == 405:  # starlette names the methods of the first route of the path only
+            response.headers["Allow"] = ", ".join(allowed_methods(server, request.scope))
+        return response
 
     @server.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -119,6 +122,15 @@ def add_documentation(server: FastAPI, api: API) -> None:
         token = request.query_params.get("token")
         schema = "/api/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
         return get_swagger_ui_html(openapi_url=schema, title="underway API")
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(server: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route of ``server`` takes at the path of ``scope``."""
+    routes = server.router.routes
+    return [m for m in METHODS if any(r.matches({**scope, "method": m})[0] is Match.FULL for r in routes)]
 
 
 class SecurityHeaders:
