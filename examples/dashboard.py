@@ -1,7 +1,7 @@
 """underway's dashboard and API mounted into your own FastAPI app, behind your own login.
 
-    python dashboard.py          # checks the pages and the API, then stops
-    python dashboard.py --serve  # serves http://127.0.0.1:8000/underway/ until Ctrl-C
+``python dashboard.py`` checks the pages and the API, then stops; ``python dashboard.py --serve``
+serves http://127.0.0.1:8000/underway/ until Ctrl-C.
 """
 
 import asyncio

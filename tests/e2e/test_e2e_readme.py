@@ -49,7 +49,8 @@ def test_the_readme_snippet_is_part_of_the_quickstart_example() -> None:
 def test_the_readme_opens_with_a_screenshot_and_every_image_of_the_docs_exists() -> None:
     readme = (ROOT / "README.md").read_text()
     first = re.search(r"!\[[^\]]+\]\(([^)]+)\)", readme)
-    assert first is not None and readme.index(first.group(0)) < readme.index("## "), "a screenshot first"
+    assert first is not None, "the README shows no image"
+    assert readme.index(first.group(0)) < readme.index("## "), "the README opens with a screenshot"
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
             assert (page.parent / target).is_file(), f"{page.name} shows {target}, which is not there"
