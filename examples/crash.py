@@ -1,4 +1,8 @@
-"""A worker process dies mid-job: its lease expires, another worker re-runs the job from its checkpoint."""
+"""A worker process dies mid-job: its lease expires, another worker re-runs the job from its checkpoint.
+
+The task has no retries: a lost worker is not the task's failure, and the job runs again on its
+own budget of ``crash_retries`` (default 2).
+"""
 
 import asyncio
 import sys
@@ -9,9 +13,8 @@ settings = underway.Settings(lease_timeout=1.0, sweep_interval=0.2)
 app = underway.App("sqlite:///crash.db", settings=settings)
 
 
-# Named, because the worker process imports this file as "crash", not as "__main__";
-# retries=1, because the attempt that died with its worker counts as one.
-@app.task(name="encode", retries=1)
+# Named, because the worker process imports this file as "crash", not as "__main__".
+@app.task(name="encode")
 async def encode(ctx: underway.Context, chunks: int) -> dict[str, int]:
     start = ctx.last_checkpoint or 0
     for chunk in ctx.track(range(start, chunks), total=chunks - start):
@@ -35,6 +38,7 @@ async def main() -> None:
     running = asyncio.create_task(worker.run())
     job = await app.wait(job.id, timeout=30)
     print(job.status.value, job.result)
+    print(job.attempts_summary)
     for event in await app.events(job.id):
         if event.type is underway.EventType.STATUS:
             print("   ", event.data["status"], event.data["attempt"], event.data.get("reason", ""))

@@ -85,6 +85,7 @@ class App:
         concurrency: int | None = None,
         concurrency_key: Callable[..., object] | None = None,
         rate_limit: str | None = None,
+        crash_retries: int | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -102,6 +103,7 @@ class App:
         concurrency: int | None = None,
         concurrency_key: Callable[..., object] | None = None,
         rate_limit: str | None = None,
+        crash_retries: int | None = None,
     ) -> Task[..., Any] | Callable[[Callable[..., Any]], Task[..., Any]]:
         """Register a task: ``@app.task`` or ``@app.task(queue="scrape", retries=3, timeout=600)``.
 
@@ -113,9 +115,15 @@ class App:
         most 5 per second, over all workers; with ``concurrency_key`` (called with the job's
         arguments, e.g. ``lambda url, **_: domain(url)``) the limits hold per key, and jobs of
         any task that share a key share the limits.
+
+        ``crash_retries=N`` lets a job run again after it lost its worker (killed, out of memory,
+        a lost machine) N times before it fails with ``WorkerLost``, without using up its
+        ``retries`` (default: the ``crash_retries`` setting of the process that submits it).
         """
         if retries < 0:
             raise ValueError("retries must not be negative")
+        if crash_retries is not None and crash_retries < 0:
+            raise ValueError("crash_retries must not be negative")
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if concurrency_key is not None and concurrency is None and rate_limit is None:
@@ -145,6 +153,7 @@ class App:
                 timeout=timeout,
                 retry=policy,
                 limits=limits,
+                crash_retries=crash_retries,
             )
             self.tasks[task_name] = task
             return task
@@ -273,7 +282,15 @@ class App:
         """The job a submission would store (validated; nothing stored yet)."""
         task = self.get_task(task) if isinstance(task, str) else task
         run_at = _checked_run_at(options)
-        return _new_job(task, new_job_id(), task.validate(args), options, run_at, batch_id)
+        crash_retries = self._crash_retries(task, options)
+        return _new_job(task, new_job_id(), task.validate(args), options, run_at, batch_id, crash_retries)
+
+    def _crash_retries(self, task: Task[..., Any], options: SubmitOptions) -> int:
+        """The times a job may lose its worker: the submission's, else its task's, else the settings'."""
+        for value in (options.crash_retries, task.crash_retries):
+            if value is not None:
+                return value
+        return self.settings.crash_retries
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -503,8 +520,9 @@ class App:
                         f"item {index}: {exc.message}", details={"item": index, "error": exc.details}
                     ) from None
             return jobs
+        crash_retries = self._crash_retries(task, options)
         return [
-            _new_job(task, job_id, args, options, run_at, batch_id)
+            _new_job(task, job_id, args, options, run_at, batch_id, crash_retries)
             for job_id, args in zip(new_job_ids(len(valid)), valid, strict=True)
         ]
 
@@ -709,6 +727,7 @@ def _new_job(
     options: SubmitOptions,
     run_at: float,
     batch_id: str | None,
+    crash_retries: int,
 ) -> NewJob:
     """The job of validated ``args``: the task's defaults, overridden by ``options``."""
     limits = task.limits
@@ -720,6 +739,7 @@ def _new_job(
         priority=task.priority if options.priority is None else options.priority,
         run_at=run_at,
         max_attempts=options.max_attempts or task.retry.max_attempts,
+        crash_retries=crash_retries,
         timeout=options.timeout or task.timeout,
         owner=options.owner,
         labels=dict(options.labels or {}),
@@ -768,6 +788,8 @@ def _checked_run_at(options: SubmitOptions) -> float:
         raise InvalidArguments("give either run_at or delay, not both")
     if options.max_attempts is not None and options.max_attempts < 1:
         raise InvalidArguments("max_attempts must be at least 1")
+    if options.crash_retries is not None and options.crash_retries < 0:
+        raise InvalidArguments("crash_retries must not be negative")
     if options.timeout is not None and options.timeout <= 0:
         raise InvalidArguments("timeout must be greater than 0")
     if options.delay is not None and not 0 <= options.delay <= MAX_DELAY:

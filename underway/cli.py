@@ -23,10 +23,15 @@ from .exceptions import ConfigError
 from .jobs import Job, Status
 from .sources import JobSource
 from .terminal import JobBars
+from .threads import exit_unless_gone
 from .timefmt import to_iso
 from .worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: How long ``underway worker`` may take to exit once it stopped with task threads still
+#: running, before it ends itself (see :func:`~underway.threads.exit_unless_gone`).
+EXIT_TIMEOUT = 2.0
 
 #: Settings that the commands below take as flags (``--lease-timeout 30s``).
 WORKER_FIELDS = (
@@ -37,6 +42,7 @@ WORKER_FIELDS = (
     "progress_interval",
     "cancel_grace",
     "shutdown_grace",
+    "crash_retries",
     "poll_interval",
     "sweep_interval",
     "retention",
@@ -118,10 +124,13 @@ def worker(state: CliState, /, burst: bool, **flags: Any) -> None:
 
     async def work() -> None:
         app = state.app(required=True, **flags)
+        worker = Worker(app, settings=app.settings, burst=burst)
         try:
-            await Worker(app, settings=app.settings, burst=burst).run(install_signal_handlers=True)
+            await worker.run(install_signal_handlers=True)
         finally:
             await app.close()
+        if worker.abandoned:  # their threads do not hold the process; what they started might
+            exit_unless_gone(EXIT_TIMEOUT, worker.abandoned)
 
     run(work())
 
@@ -149,7 +158,7 @@ SERVER_FIELDS = (
 
 
 @main.command()
-@settings_flags(*SERVER_FIELDS)
+@settings_flags(*SERVER_FIELDS, "crash_retries")  # for the jobs submitted through it
 @click.pass_obj
 def server(state: CliState, /, **flags: Any) -> None:
     """Serve the dashboard (at /) and the HTTP API (under /api) until SIGTERM/SIGINT."""
@@ -318,7 +327,7 @@ def jobs(
     if as_json:
         print_json({"jobs": [job.to_dict() for job in found]})
         return
-    table = Table("id", "task", "queue", "status", "progress", "attempt", "created")
+    table = Table("id", "task", "queue", "status", "progress", "attempt", "crashes", "created")
     for job in found:
         percent = (job.progress or {}).get("percent")
         table.add_row(
@@ -328,9 +337,14 @@ def jobs(
             job.status.value + (" (cancelling)" if job.cancel_requested else ""),
             "" if percent is None else f"{percent:.0f}%",
             f"{job.attempt}/{job.max_attempts}",
+            f"{job.crashes}/{job.crash_retries}",
             to_iso(job.created_at),
         )
     console.print(table)
+
+
+#: The fields ``show`` prints as one line: ``attempt 2 of 3 · crashes 1 of 2``.
+SHOWN_AS_ATTEMPTS = ("attempt", "max_attempts", "crashes", "crash_retries")
 
 
 @main.command()
@@ -355,7 +369,10 @@ def show(state: CliState, job_id: str, with_events: bool, as_json: bool) -> None
         return
     table = Table(show_header=False, box=None)
     for key, value in job.to_dict().items():
-        if value not in (None, {}, []):
+        if key in SHOWN_AS_ATTEMPTS:
+            if key == "attempt":
+                table.add_row("[bold]attempts[/]", job.attempts_summary)
+        elif value not in (None, {}, []):
             table.add_row(f"[bold]{key}[/]", escape(value if isinstance(value, str) else json.dumps(value)))
     console.print(table)
     if with_events:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exceptions import ConfigError
+from .jobs import CRASH_RETRIES
 
 ENV_PREFIX = "UNDERWAY_"
 
@@ -44,6 +45,10 @@ class Settings:
     cancel_grace: float = field(default=10.0, metadata={"help": "seconds a cancelled job may take to stop"})
     shutdown_grace: float = field(
         default=30.0, metadata={"help": "seconds running jobs get to finish on SIGTERM"}
+    )
+    crash_retries: int = field(
+        default=CRASH_RETRIES,
+        metadata={"help": "times a job submitted here may lose its worker and run again (tasks may say)"},
     )
     poll_interval: float = field(
         default=0.001, metadata={"help": "how often idle processes look for changes by others"}
@@ -118,6 +123,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0, not {getattr(self, name)}")
+        if self.crash_retries < 0:
+            raise ConfigError(f"crash_retries must not be negative, not {self.crash_retries}")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {self.concurrency}")
         if self.auth not in ("auto", "on", "off"):

@@ -47,6 +47,11 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
+#: How many times a job may lose its worker (a lease that expired: the worker was killed, ran out
+#: of memory, lost the machine) and run again, unless its task or the settings say otherwise.
+CRASH_RETRIES = 2
+
+
 def can_transition(source: Status, target: Status) -> bool:
     return target in TRANSITIONS[source]
 
@@ -67,6 +72,10 @@ class Job:
     run_at: float
     attempt: int = 0
     max_attempts: int = 1
+    #: Times the job lost its worker (its lease expired), and how many such re-runs it may have:
+    #: a crash re-run does not use up ``max_attempts`` (that grows by one), this budget instead.
+    crashes: int = 0
+    crash_retries: int = CRASH_RETRIES
     timeout: float | None = None
     lease_until: float | None = None
     worker_id: str | None = None
@@ -92,6 +101,13 @@ class Job:
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def attempts_summary(self) -> str:
+        """``attempt 2 of 3 · crashes 1 of 2``: the attempts made and allowed, and the times the
+        job lost its worker and may lose it and run again."""
+        attempts = f"attempt {self.attempt} of {self.max_attempts}"
+        return f"{attempts} · crashes {self.crashes} of {self.crash_retries}"
+
     def to_dict(self) -> dict[str, Any]:
         """The wire shape shared by the HTTP API and ``--json`` output."""
         return {
@@ -104,6 +120,8 @@ class Job:
             "run_at": to_iso(self.run_at),
             "attempt": self.attempt,
             "max_attempts": self.max_attempts,
+            "crashes": self.crashes,
+            "crash_retries": self.crash_retries,
             "timeout": self.timeout,
             "lease_until": to_iso(self.lease_until),
             "worker_id": self.worker_id,
@@ -142,6 +160,8 @@ class Job:
             run_at=from_iso(data["run_at"]),
             attempt=data["attempt"],
             max_attempts=data["max_attempts"],
+            crashes=data.get("crashes", 0),
+            crash_retries=data.get("crash_retries", CRASH_RETRIES),
             timeout=data["timeout"],
             lease_until=_optional_time(data["lease_until"]),
             worker_id=data["worker_id"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,18 @@ class JobRun:
             return body
         call = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
         return asyncio.get_running_loop().run_in_executor(threads, call)
+
+    @property
+    def body_running(self) -> bool:
+        """Whether the body still runs: a sync task's thread goes on after its attempt ended."""
+        return self._body is not None and not self._body.done()
+
+    def when_body_ends(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop once the body ends (never, if the loop stops first)."""
+        if self._body is None or self._body.done():
+            callback()
+        else:
+            self._body.add_done_callback(lambda _: callback())
 
     def _body_done(self, body: asyncio.Future[Any]) -> None:
         if body.cancelled():

@@ -34,6 +34,8 @@ class SubmitOptions:
     delay: float | None = None
     run_at: float | None = None
     max_attempts: int | None = None
+    #: Times the job may lose its worker and run again (default: the task's, else the settings').
+    crash_retries: int | None = None
     timeout: float | None = None
     labels: dict[str, str] | None = None
     owner: str | None = None
@@ -94,6 +96,7 @@ class Task(Generic[P, R]):
         timeout: float | None,
         retry: RetryPolicy,
         limits: Limits | None = None,
+        crash_retries: int | None = None,
     ) -> None:
         self.app = app
         self.limits = limits or Limits()
@@ -103,6 +106,8 @@ class Task(Generic[P, R]):
         self.priority = priority
         self.timeout = timeout
         self.retry = retry
+        #: Times a job may lose its worker and run again; ``None``: the ``crash_retries`` setting.
+        self.crash_retries = crash_retries
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_context, self.args_model = _arguments_model(fn, name)
         self.__doc__ = fn.__doc__

@@ -16,7 +16,6 @@ import secrets
 import signal
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .bus import Overflow
@@ -27,6 +26,7 @@ from .flusher import Flusher
 from .jobs import Status
 from .run import JobRun, Verdict
 from .store import Store, WorkerInfo, WorkerWrite
+from .threads import TaskThreads
 
 if TYPE_CHECKING:
     from .app import App
@@ -66,10 +66,13 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._flusher: Flusher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads = ThreadPoolExecutor(
-            self.settings.concurrency * 2 + 4, thread_name_prefix="underway-task"
-        )
+        self._threads = TaskThreads(self.settings.concurrency * 2 + 4, "underway-task")
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Runs whose attempt ended while their sync body still runs in its thread.
+        self._lingering: set[JobRun] = set()
+        #: The jobs whose sync bodies still ran when the worker stopped: their threads are
+        #: abandoned (daemon threads, not waited for; their writes are refused).
+        self.abandoned: list[str] = []
 
     @property
     def flusher(self) -> Flusher:
@@ -127,8 +130,22 @@ class Worker:
             self.flusher.close()
             await flushing
             await self._forget()
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._abandon_threads()
             logger.info("worker %s stopped", self.id)
+
+    def _abandon_threads(self) -> None:
+        """Shut the task threads down without waiting for the busy ones (Python cannot stop a
+        thread): the worker returns, and the process may exit, while they run on."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.abandoned = sorted(run.job.id for run in self._lingering if run.body_running)
+        if self.abandoned:
+            logger.warning(
+                "worker %s: abandoning %d sync task threads that still run jobs %s; their attempts"
+                " were handed back or ended, and their writes are refused",
+                self.id,
+                len(self.abandoned),
+                ", ".join(self.abandoned),
+            )
 
     def stop(self) -> None:
         """Stop claiming; running jobs get ``shutdown_grace`` seconds, then go back to the queue.
@@ -266,6 +283,9 @@ class Worker:
             self._free_slot(run)
             if self.runs.get(run.job.id) is run:
                 del self.runs[run.job.id]
+            if run.body_running:
+                self._lingering.add(run)
+                run.when_body_ends(lambda: self._lingering.discard(run))
             assert self._slot_freed is not None
             self._slot_freed.set()
 

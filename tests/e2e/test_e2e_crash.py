@@ -1,5 +1,7 @@
 """Workers that die or stall mid-job: the lease runs out, another worker re-runs the job as
-its next attempt, and the stalled worker's late writes are refused (DESIGN §3)."""
+its next attempt (on the job's crash budget, not its task's retries), and the stalled worker's
+late writes are refused (DESIGN §3). A job that kills every worker that runs it fails with
+``WorkerLost``."""
 
 from __future__ import annotations
 
@@ -75,7 +77,8 @@ def _pg_in_transaction(db_url: str, pid: int) -> bool:
 def test_a_job_of_a_killed_worker_runs_again_as_its_next_attempt(
     procs: Processes, probe: Probe, tmp_path: Path
 ) -> None:
-    job = probe.submit("hold", {"release": str(tmp_path / "never")})
+    # No retries (max_attempts 1) and the default crash budget: a lost worker is not the task's failure.
+    job = probe.submit("hold", {"release": str(tmp_path / "never")}, max_attempts=1)
     first = procs.worker("worker-1", *SHORT_LEASE)
     wait_until(
         lambda: running_with_progress(probe, job.id, 1), 20, "attempt 1 to report progress", alive=[first]
@@ -89,7 +92,7 @@ def test_a_job_of_a_killed_worker_runs_again_as_its_next_attempt(
     )
 
     assert done.status.value == "succeeded"
-    assert done.attempt == 2
+    assert (done.attempt, done.max_attempts, done.crashes, done.crash_retries) == (2, 2, 1, 2)
     assert done.result == {"attempt": 2}
     events = probe.events(job.id)
     assert_contiguous(done, events)
@@ -104,6 +107,46 @@ def test_a_job_of_a_killed_worker_runs_again_as_its_next_attempt(
     assert statuses[2]["reason"] == "lease_expired"
     assert [s["status"] for s in statuses].count("succeeded") == 1
     assert [j.id for j in probe.jobs()] == [job.id]  # nothing lost, nothing duplicated
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_job_that_kills_every_worker_fails_with_worker_lost(procs: Processes, probe: Probe) -> None:
+    job = probe.submit("kill_worker")
+    assert job.crash_retries == 2  # the default
+    runs = 0
+    while not probe.job(job.id).terminal:
+        runs += 1
+        assert runs <= 4, "the job ran more often than its crash budget allows"
+        worker = procs.worker(f"worker-{runs}", *SHORT_LEASE)
+        wait_until(
+            lambda w=worker: w.popen.poll() is not None or probe.job(job.id).terminal,
+            30,
+            f"worker {runs} to be killed by the job, or the job to end",
+        )
+        if worker.popen.poll() is None:  # it swept the last expired lease: the job failed
+            worker.send(signal.SIGTERM)
+            assert worker.wait(20) == 0, worker.output()
+        else:
+            assert worker.popen.returncode == -signal.SIGKILL, worker.output()
+
+    failed = probe.job(job.id)
+    assert (failed.status.value, failed.attempt, failed.crashes, failed.max_attempts) == ("failed", 3, 3, 3)
+    assert failed.error is not None
+    assert failed.error["type"] == "WorkerLost"
+    assert "lost its worker 3 times, more than crash_retries=2 allows" in failed.error["message"]
+    events = probe.events(job.id)
+    assert_contiguous(failed, events)
+    statuses = [(s["status"], s["attempt"], s.get("reason")) for s in status_events(events)]
+    assert statuses == [
+        ("queued", 0, None),
+        ("running", 1, None),
+        ("queued", 1, "lease_expired"),
+        ("running", 2, None),
+        ("queued", 2, "lease_expired"),
+        ("running", 3, None),
+        ("failed", 3, "lease_expired"),
+    ]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,46 @@ def test_interrupting_a_question_logs_no_error(
 
     assert probe.job(job_id).status.value == ("cancelled" if interrupt == "cancel" else "queued")
     assert worker.stderr == ""  # no "Future exception was never retrieved" from the interrupted question
+
+
+# -- sync tasks stuck in their threads ---------------------------------------------------------
+
+
+def sigterm_a_stuck_nap(procs: Processes, probe: Probe, task: str) -> tuple[Proc, str, float]:
+    """Start a worker with a 1 s shutdown grace on a sync task stuck for 60 s, SIGTERM it; the
+    worker, the job's id and the time of the signal."""
+    job = probe.submit(task, {"seconds": 60.0})
+    worker = procs.worker("worker", "--shutdown-grace", "1s")
+    wait_until(lambda: probe.job(job.id).progress is not None, 20, "the nap to start", alive=[worker])
+    worker.send(signal.SIGTERM)
+    return worker, job.id, time.monotonic()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_stuck_sync_task_does_not_keep_the_worker_alive_past_the_grace(
+    procs: Processes, probe: Probe
+) -> None:
+    worker, job_id, signalled = sigterm_a_stuck_nap(procs, probe, "nap")
+    assert worker.wait(20) == 0, worker.output()
+    assert time.monotonic() - signalled < 1.0 + 3.0, worker.output()  # the grace, then at once
+
+    handed_back = probe.job(job_id)
+    assert (handed_back.status.value, handed_back.attempt, handed_back.max_attempts) == ("queued", 1, 2)
+    last = status_events(probe.events(job_id))[-1]
+    assert (last["status"], last["reason"]) == ("queued", "worker_shutdown")
+    assert f"abandoning 1 sync task threads that still run jobs {job_id}" in worker.stderr
+    assert "exiting now" not in worker.stderr  # the abandoned thread itself held nothing
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_threads_a_stuck_task_started_do_not_keep_the_worker_alive_either(
+    procs: Processes, probe: Probe
+) -> None:
+    worker, job_id, signalled = sigterm_a_stuck_nap(procs, probe, "nap_in_thread")
+    assert worker.wait(20) == 0, worker.output()
+    # The grace, then EXIT_TIMEOUT (2 s) for the process to end by itself, then os._exit.
+    assert time.monotonic() - signalled < 1.0 + 2.0 + 3.0, worker.output()
+    assert probe.job(job_id).status.value == "queued"
+    assert "(threads e2e-sleeper; abandoned jobs " + job_id + "): exiting now" in worker.stderr

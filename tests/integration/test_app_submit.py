@@ -9,6 +9,7 @@ from integration_support import history, running_worker, statuses
 
 import underway
 from underway import Status
+from underway.store import JobFilter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -174,3 +175,23 @@ async def test_wait_times_out_on_a_job_that_does_not_end(app: underway.App) -> N
 
     with pytest.raises(underway.JobNotFound):
         await app.get("0" * 26)
+
+
+async def test_a_job_stores_its_crash_budget_at_submit(app: underway.App) -> None:
+    add = add_task(app)
+
+    @app.task(name="fragile", crash_retries=5)
+    def fragile() -> None: ...
+
+    assert (await add.submit(a=1)).crash_retries == app.settings.crash_retries == 2
+    assert (await fragile.submit()).crash_retries == 5
+    assert (await fragile.options(crash_retries=0).submit()).crash_retries == 0
+    batch = await app.submit_batch(fragile, [{}, {}])
+    assert {job.crash_retries for job in await app.find_jobs(JobFilter(batch_id=batch.id))} == {5}
+    app.settings = app.settings.replace(crash_retries=7)
+    stored = await add.submit(a=1)
+    assert (await app.get(stored.id)).crash_retries == 7
+    with pytest.raises(underway.InvalidArguments, match="crash_retries must not be negative"):
+        await add.options(crash_retries=-1).submit(a=1)
+    with pytest.raises(ValueError, match="crash_retries must not be negative"):
+        app.task(name="broken", crash_retries=-1)

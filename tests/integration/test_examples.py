@@ -238,7 +238,8 @@ def test_crash(tmp_path: Path) -> None:
     killed = re.fullmatch(r"worker process killed at checkpoint (\d+)", out[0])
     assert killed is not None
     assert out[1] == f"succeeded {{'chunks': 20, 'resumed_at': {killed.group(1)}, 'attempt': 2}}"
-    assert out[2:] == [
+    assert out[2] == "attempt 2 of 2 · crashes 1 of 2"
+    assert out[3:] == [
         "    queued 0",
         "    running 1",
         "    queued 1 lease_expired",

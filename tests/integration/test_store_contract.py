@@ -46,6 +46,7 @@ def new_job(
     priority: int = 0,
     delay: float = 0.0,
     max_attempts: int = 1,
+    crash_retries: int = 2,
     timeout: float | None = None,
     owner: str | None = None,
     labels: dict[str, str] | None = None,
@@ -58,6 +59,7 @@ def new_job(
         priority=priority,
         run_at=time.time() + delay,
         max_attempts=max_attempts,
+        crash_retries=crash_retries,
         timeout=timeout,
         owner=owner,
         labels=labels or {},
@@ -1160,38 +1162,109 @@ async def test_feed_sees_writes_of_another_store(store: Store, stores: StoreFact
 
 async def _expired(store: Store, **kwargs: Any) -> Job:
     """A job claimed with a tiny lease that has now run out."""
-    job = await claim_job(store, await submit(store, **kwargs), lease_timeout=0.05)
+    return await _lose_worker(store, await submit(store, **kwargs))
+
+
+async def _lose_worker(store: Store, job: Job) -> Job:
+    """Claim ``job`` (the next due in its queue) with a tiny lease, and let the lease run out."""
+    claimed = await claim_job(store, job, lease_timeout=0.05)
+    assert claimed.lease_until is not None
+    await anyio.sleep(max(0.0, claimed.lease_until - time.time()) + 0.01)
+    return claimed
+
+
+async def test_sweep_requeues_an_expired_lease_on_its_crash_budget(
+    store: Store, assert_contiguous: Contiguous
+) -> None:
+    job = await claim_job(store, await submit(store), lease_timeout=0.05)  # retries=0: max_attempts 1
+    assert await record_one(store, WorkerWrite(lease=lease(job), checkpoint={"done": 3}))
     assert job.lease_until is not None
     await anyio.sleep(max(0.0, job.lease_until - time.time()) + 0.01)
-    return job
-
-
-async def test_sweep_requeues_an_expired_lease(store: Store, assert_contiguous: Contiguous) -> None:
-    job = await _expired(store, max_attempts=2)
     assert await store.sweep(cancel_grace=10.0) == SweepResult(requeued=1)
     back = await get(store, job.id)
     assert (back.status, back.attempt, back.worker_id, back.lease_until) == (Status.QUEUED, 1, None, None)
+    # The lost attempt is not the task's: max_attempts grows by one, the crash is counted instead.
+    assert (back.max_attempts, back.crashes, back.crash_retries) == (2, 1, 2)
+    assert back.checkpoint == {"done": 3}
+    assert back.error is None
     assert back.run_at <= time.time()
     events = await assert_contiguous(store, job.id)
-    assert events[-1].data["status"] == "queued"
-    assert events[-1].data["reason"] == "lease_expired"
-    # The stalled worker is fenced out; another claims attempt 2.
+    assert {k: v for k, v in events[-1].data.items() if k != "run_at"} == {
+        "status": "queued",
+        "attempt": 1,
+        "reason": "lease_expired",
+    }
+    # The stalled worker is fenced out; another claims attempt 2, which may still succeed.
     assert not await record_one(store, WorkerWrite(lease=lease(job), status=Status.SUCCEEDED))
     again = await claim_job(store, job, worker="w2")
-    assert again.attempt == 2
+    assert (again.attempt, again.max_attempts, again.checkpoint) == (2, 2, {"done": 3})
     assert await store.sweep(cancel_grace=10.0) == SweepResult()
+    assert await record_one(store, WorkerWrite(lease=lease(again), status=Status.SUCCEEDED, result=1))
+    done = await get(store, job.id)
+    assert (done.status, done.attempt, done.max_attempts, done.crashes) == (Status.SUCCEEDED, 2, 2, 1)
+    assert [s["status"] for s in await statuses(store, job.id)].count("succeeded") == 1
 
 
-async def test_sweep_fails_an_expired_lease_without_attempts_left(store: Store) -> None:
-    job = await _expired(store, max_attempts=1)
+async def test_sweep_leaves_the_task_retries_to_its_own_failures(store: Store) -> None:
+    job = await _expired(store, max_attempts=2)  # retries=1
+    assert await store.sweep(cancel_grace=10.0) == SweepResult(requeued=1)
+    again = await claim_job(store, job)
+    assert (again.attempt, again.max_attempts, again.crashes) == (2, 3, 1)
+    error = {"type": "ValueError", "message": "bad"}
+    retry = WorkerWrite(
+        lease=lease(again), status=Status.QUEUED, error=error, run_at=time.time(), reason="retry"
+    )
+    assert await record_one(store, retry)  # its one retry, still there after the crash
+    third = await claim_job(store, again)
+    assert (third.attempt, third.max_attempts, third.crashes) == (3, 3, 1)
+
+
+async def test_sweep_fails_a_job_that_lost_more_workers_than_its_crash_retries(store: Store) -> None:
+    job = await submit(store, crash_retries=2)
+    for crashes in (1, 2):
+        await _lose_worker(store, job)
+        assert await store.sweep(cancel_grace=10.0) == SweepResult(requeued=1)
+        back = await get(store, job.id)
+        assert (back.status, back.crashes, back.attempt, back.max_attempts) == (
+            Status.QUEUED,
+            crashes,
+            crashes,
+            1 + crashes,
+        )
+    await _lose_worker(store, job)
     assert await store.sweep(cancel_grace=10.0) == SweepResult(failed=1)
     failed = await get(store, job.id)
-    assert failed.status is Status.FAILED
-    assert failed.error is not None
-    assert failed.error["type"] == "LeaseExpired"
+    assert (failed.status, failed.crashes, failed.attempt, failed.max_attempts) == (Status.FAILED, 3, 3, 3)
     assert failed.finished_at is not None
+    assert failed.error is not None
+    assert failed.error["type"] == "WorkerLost"
+    assert "lost its worker 3 times, more than crash_retries=2 allows" in failed.error["message"]
+    assert "may be what kills its workers" in failed.error["message"]
     last = (await statuses(store, job.id))[-1]
     assert (last["status"], last["reason"], last["error"]) == ("failed", "lease_expired", failed.error)
+    expiries = [s for s in await statuses(store, job.id) if s.get("reason") == "lease_expired"]
+    assert [(s["status"], s["attempt"]) for s in expiries] == [("queued", 1), ("queued", 2), ("failed", 3)]
+
+
+async def test_sweep_fails_at_once_without_crash_retries(store: Store) -> None:
+    job = await _expired(store, max_attempts=5, crash_retries=0)
+    assert await store.sweep(cancel_grace=10.0) == SweepResult(failed=1)
+    failed = await get(store, job.id)
+    assert (failed.status, failed.crashes, failed.attempt, failed.max_attempts) == (Status.FAILED, 1, 1, 5)
+    assert failed.error is not None
+    assert failed.error["type"] == "WorkerLost"
+    assert "lost its worker once" in failed.error["message"]
+
+
+async def test_a_manual_retry_gives_the_crash_budget_back(store: Store) -> None:
+    job = await _expired(store, crash_retries=0)
+    other = await _expired(store, crash_retries=0)
+    assert await store.sweep(cancel_grace=10.0) == SweepResult(failed=2)
+    again = await store.retry(job.id, max_attempts=2)
+    assert (again.status, again.crashes, again.crash_retries, again.attempt) == (Status.QUEUED, 0, 0, 1)
+    (others,) = await store.retry_jobs(JobFilter(ids=(other.id,)), 1)
+    assert (others.status, others.crashes, others.crash_retries) == (Status.QUEUED, 0, 0)
+    assert await store.get(other.id) == others
 
 
 async def test_sweep_cancels_an_expired_lease_asked_to_stop(store: Store) -> None:
@@ -1199,7 +1272,7 @@ async def test_sweep_cancels_an_expired_lease_asked_to_stop(store: Store) -> Non
     await store.cancel(JobFilter(ids=(job.id,)))
     assert await store.sweep(cancel_grace=10.0) == SweepResult(cancelled=1)
     cancelled = await get(store, job.id)
-    assert cancelled.status is Status.CANCELLED
+    assert (cancelled.status, cancelled.max_attempts, cancelled.crashes) == (Status.CANCELLED, 3, 1)
     assert (await statuses(store, job.id))[-1]["reason"] == "lease_expired"
 
 
@@ -1210,7 +1283,7 @@ async def test_sweep_requeues_a_waiting_job_whose_lease_expired(store: Store) ->
     await anyio.sleep(max(0.0, job.lease_until - time.time()) + 0.01)
     assert await store.sweep(cancel_grace=10.0) == SweepResult(requeued=1)
     back = await get(store, job.id)
-    assert (back.status, back.prompt) == (Status.QUEUED, None)
+    assert (back.status, back.prompt, back.crashes) == (Status.QUEUED, None, 1)
 
 
 async def test_sweep_leaves_live_leases_alone(store: Store) -> None:

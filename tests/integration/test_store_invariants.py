@@ -26,7 +26,7 @@ from postgres_support import fresh_postgres_url
 
 from underway.events import EventType, log_event
 from underway.exceptions import InvalidTransition
-from underway.jobs import ACTIVE, TRANSITIONS, Status, new_job_id
+from underway.jobs import ACTIVE, CRASH_RETRIES, TRANSITIONS, Status, new_job_id
 from underway.store import JobFilter, Lease, NewJob, Store, SweepResult, WorkerInfo, WorkerWrite, open_store
 
 T = TypeVar("T")
@@ -48,6 +48,7 @@ class Model:
     cancel_requested: bool = False
     prompt_key: str | None = None
     terminal_events: int = 0
+    crashes: int = 0
 
     def end(self, status: Status) -> None:
         self.status = status
@@ -195,6 +196,7 @@ class StoreMachine(RuleBasedStateMachine):
             job = self.run(self.client.retry(job_id, max_attempts=model.attempt + 1))
             assert (job.status, job.attempt) == (Status.QUEUED, model.attempt)
             model.max_attempts = model.attempt + 1
+            model.crashes = 0
             model.end(Status.QUEUED)
         else:
             with pytest.raises(InvalidTransition):
@@ -312,14 +314,17 @@ class StoreMachine(RuleBasedStateMachine):
         beat = self.run(self.stores[model.holder].heartbeat(worker_info(model.holder), [lease], -1.0))
         assert beat.lost == frozenset()
         swept = self.run(self.client.sweep(cancel_grace=3600.0))
+        # A lost worker costs the job's crash budget (2 by default), not an attempt.
+        model.crashes += 1
         if model.cancel_requested:
             assert swept == SweepResult(cancelled=1)
             model.end(Status.CANCELLED)
-        elif model.attempt >= model.max_attempts:
+        elif model.crashes > CRASH_RETRIES:
             assert swept == SweepResult(failed=1)
             model.end(Status.FAILED)
         else:
             assert swept == SweepResult(requeued=1)
+            model.max_attempts += 1
             model.end(Status.QUEUED)
 
     @rule()
@@ -343,6 +348,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert job.attempt == model.attempt
             assert job.cancel_requested == model.cancel_requested
             assert job.max_attempts == model.max_attempts
+            assert job.crashes == model.crashes
             assert job.worker_id == (model.holder if model.status in ACTIVE else None)
             assert (job.prompt or {}).get("key") == model.prompt_key
             assert (job.lease_until is not None) == (model.status in ACTIVE)

@@ -194,6 +194,46 @@ async def test_a_job_still_running_at_the_end_of_the_grace_is_handed_back(app: u
     ]
 
 
+async def test_an_embedded_worker_abandons_a_stuck_sync_thread_and_returns(app: underway.App) -> None:
+    release = threading.Event()
+    woke: list[str] = []
+
+    @app.task(name="stuck")
+    def stuck(ctx: underway.Context) -> str:
+        ctx.progress(0, message="stuck")
+        release.wait(30)  # a call that ignores every cancellation point
+        try:
+            ctx.progress(1, message="too late")
+        except underway.Cancelled:
+            woke.append("Cancelled")
+        return "late"
+
+    job = await stuck.submit()
+    worker = underway.Worker(app, settings=app.settings.replace(shutdown_grace=0.2))
+    runner = asyncio.create_task(worker.run())
+    await wait_until(lambda: _progress_of(app, job.id), what="the body to start")
+
+    started = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(runner, 5)  # returns after the grace: it does not join the thread
+    assert 0.2 <= time.monotonic() - started < 2.0
+    assert worker.abandoned == [job.id]
+    assert any(t.name.startswith("underway-task") and t.daemon for t in threading.enumerate())
+    handed_back = await app.get(job.id)
+    assert (handed_back.status, handed_back.max_attempts) == (Status.QUEUED, 2)
+    settled = await app.events(job.id)
+
+    release.set()  # the thread goes on: its writes are refused, the job stays handed back
+    await wait_until(lambda: woke, what="the thread to wake up")
+    assert woke == ["Cancelled"]
+    assert await app.events(job.id) == settled
+    assert (await app.get(job.id)).status is Status.QUEUED
+
+
+async def _progress_of(app: underway.App, job_id: str) -> bool:
+    return (await app.get(job_id)).progress is not None
+
+
 async def test_a_second_stop_hands_jobs_back_at_once(app: underway.App) -> None:
     stopped: list[BaseException] = []
 

@@ -217,3 +217,11 @@ def test_replace_ignores_none() -> None:
 def test_replace_validates() -> None:
     with pytest.raises(ConfigError):
         Settings().replace(concurrency=0)
+
+
+def test_crash_retries_is_read_from_its_variable_and_must_not_be_negative() -> None:
+    assert Settings().crash_retries == 2
+    assert Settings.from_env({"UNDERWAY_CRASH_RETRIES": "5"}).crash_retries == 5
+    assert Settings.from_env({"UNDERWAY_CRASH_RETRIES": "0"}).crash_retries == 0
+    with pytest.raises(ConfigError, match="crash_retries must not be negative"):
+        Settings(crash_retries=-1)

@@ -156,6 +156,8 @@ def test_to_dict_shape_of_a_new_job() -> None:
         "run_at": "2023-11-14T22:13:20.000Z",
         "attempt": 0,
         "max_attempts": 1,
+        "crashes": 0,
+        "crash_retries": 2,
         "timeout": None,
         "lease_until": None,
         "worker_id": None,
@@ -199,6 +201,20 @@ def test_to_dict_of_a_finished_job() -> None:
     assert (data["attempt"], data["max_attempts"], data["last_seq"]) == (2, 3, 7)
     assert job.terminal
     assert not make_job(status=Status.WAITING).terminal
+
+
+def test_a_job_shows_its_attempts_and_its_crashes() -> None:
+    job = make_job(status=Status.RUNNING, attempt=2, max_attempts=3, crashes=1, crash_retries=2)
+    assert job.attempts_summary == "attempt 2 of 3 · crashes 1 of 2"
+    data = job.to_dict()
+    assert (data["crashes"], data["crash_retries"]) == (1, 2)
+    assert Job.from_dict(data) == job
+
+
+def test_a_job_from_an_older_server_has_no_crashes() -> None:
+    data = make_job().to_dict()
+    del data["crashes"], data["crash_retries"]
+    assert (Job.from_dict(data).crashes, Job.from_dict(data).crash_retries) == (0, 2)
 
 
 def test_job_is_frozen() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..events import Event, NewEvent, dumps
-from ..jobs import Job, Status
+from ..jobs import CRASH_RETRIES, Job, Status
 from ..stats import FinishedBucket
 
 
@@ -32,6 +32,8 @@ class NewJob:
     priority: int = 0
     run_at: float
     max_attempts: int = 1
+    #: Times the job may lose its worker and run again (see :attr:`Job.crash_retries`).
+    crash_retries: int = CRASH_RETRIES
     timeout: float | None = None
     owner: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
@@ -129,6 +131,10 @@ class WorkerWrite:
     ``status`` is given, moves the job there with a ``status`` event (and a ``prompt`` event
     when it moves to ``waiting``). Refused as a whole when the worker no longer holds
     ``lease`` (another attempt runs, or the job ended).
+
+    ``hand_back`` adds one to the job's ``max_attempts`` (the attempt ended does not count
+    against the task's retries); ``crash`` adds one to its ``crashes`` (the sweep's write of an
+    expired lease).
     """
 
     lease: Lease
@@ -142,6 +148,7 @@ class WorkerWrite:
     prompt: dict[str, Any] | None = None
     reason: str | None = None
     hand_back: bool = False
+    crash: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -62,7 +62,7 @@ from .rows import (
     choose,
     counts_by_queue,
     event_from_row,
-    expired,
+    expired_lease,
     finished_buckets_from_rows,
     finished_from_rows,
     idempotency_conflict,
@@ -763,6 +763,7 @@ def _enqueue(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> list[Job]:
                 "rate_counts": [j.rate_count for j in fresh],
                 "rate_pers": [j.rate_per for j in fresh],
                 "idempotency_keys": [j.idempotency_key for j in fresh],
+                "crash_retries": [j.crash_retries for j in fresh],
             },
         )
     }
@@ -797,6 +798,7 @@ def _copy_jobs(tx: _Tx, now: float, jobs: Sequence[NewJob]) -> None:
                     j.limit_concurrency,
                     j.rate_count,
                     j.rate_per,
+                    j.crash_retries,
                     now,
                     now,
                     1,
@@ -950,10 +952,7 @@ def _fenced_move_sql(target: Status) -> bytes:
 
 
 def _sweep(tx: _Tx, now: float, cancel_grace: float) -> SweepResult:
-    writes = [
-        expired(row["id"], row["attempt"], row["max_attempts"], row["cancel_requested"], now)
-        for row in tx.all(Q["expired_leases"], {"now": now})
-    ]
+    writes = [expired_lease(row, now) for row in tx.all(Q["expired_leases"], {"now": now})]
     writes += [
         overdue(row["id"], row["attempt"])
         for row in tx.all(Q["overdue_cancels"], {"before": now - cancel_grace})

@@ -55,6 +55,8 @@ def job_from_row(row: Row) -> Job:
         run_at=row["run_at"],
         attempt=row["attempt"],
         max_attempts=row["max_attempts"],
+        crashes=row["crashes"],
+        crash_retries=row["crash_retries"],
         timeout=row["timeout"],
         lease_until=row["lease_until"],
         worker_id=row["worker_id"],
@@ -89,6 +91,7 @@ def new_job(new: NewJob, now: float) -> Job:
         priority=new.priority,
         run_at=new.run_at,
         max_attempts=new.max_attempts,
+        crash_retries=new.crash_retries,
         timeout=new.timeout,
         owner=new.owner,
         labels=new.labels,
@@ -120,6 +123,7 @@ def job_params(j: NewJob) -> tuple[Any, ...]:
         j.rate_count,
         j.rate_per,
         j.idempotency_key,
+        j.crash_retries,
     )
 
 
@@ -331,6 +335,7 @@ def write_params(write: WorkerWrite, events: int, now: float) -> dict[str, Any]:
             prompt=None if write.prompt is None else dumps(write.prompt),
             run_at=write.run_at,
             hand_back=int(write.hand_back),
+            crash=int(write.crash),
         )
     return params
 
@@ -349,15 +354,47 @@ def numbered(job_id: str, last_seq: int, events: Sequence[NewEvent]) -> list[tup
 # -- the sweep ---------------------------------------------------------------------------------
 
 
-def expired(job_id: str, attempt: int, max_attempts: int, cancelling: bool, now: float) -> WorkerWrite:
-    """What an expired lease turns into: cancelled if asked, failed if out of attempts, else queued."""
+def expired(
+    job_id: str, attempt: int, crashes: int, crash_retries: int, cancelling: bool, now: float
+) -> WorkerWrite:
+    """What an expired lease turns into.
+
+    The job lost its worker (killed, out of memory, a lost machine): that is no failure of the
+    task, so it runs again at once without using up its retries (``hand_back``: its
+    ``max_attempts`` grows by one) and its ``crashes`` go up by one. A job that lost more than
+    ``crash_retries`` workers is likely what kills them: it fails with ``WorkerLost``. A job
+    asked to stop is cancelled (its lost worker counted too).
+    """
     lease = Lease(job_id, attempt)
     if cancelling:
-        return WorkerWrite(lease=lease, status=Status.CANCELLED, reason="lease_expired")
-    if attempt >= max_attempts:
-        error = {"type": "LeaseExpired", "message": "the worker running this job stopped heartbeating"}
-        return WorkerWrite(lease=lease, status=Status.FAILED, error=error, reason="lease_expired")
-    return WorkerWrite(lease=lease, status=Status.QUEUED, run_at=now, reason="lease_expired")
+        return WorkerWrite(lease=lease, status=Status.CANCELLED, reason="lease_expired", crash=True)
+    if crashes >= crash_retries:
+        error = worker_lost(crashes + 1, crash_retries)
+        return WorkerWrite(lease=lease, status=Status.FAILED, error=error, reason="lease_expired", crash=True)
+    return WorkerWrite(
+        lease=lease, status=Status.QUEUED, run_at=now, reason="lease_expired", hand_back=True, crash=True
+    )
+
+
+def expired_lease(row: Row, now: float) -> WorkerWrite:
+    """:func:`expired` of a row of ``expired_leases``."""
+    cancelling = bool(row["cancel_requested"])
+    return expired(row["id"], row["attempt"], row["crashes"], row["crash_retries"], cancelling, now)
+
+
+def worker_lost(crashes: int, crash_retries: int) -> dict[str, str]:
+    """The error of a job that lost its worker ``crashes`` times, more than it may."""
+    times = "once" if crashes == 1 else "twice" if crashes == 2 else f"{crashes} times"
+    return {
+        "type": "WorkerLost",
+        "message": (
+            f"the job lost its worker {times}, more than crash_retries={crash_retries} allows (each"
+            " time the worker stopped heartbeating: it was killed, ran out of memory or was cut off"
+            " from the store). The job itself may be what kills its workers (memory, a crash in"
+            " native code): look into it; if it is not, raise crash_retries"
+            " (@app.task(crash_retries=N) or UNDERWAY_CRASH_RETRIES) and retry the job"
+        ),
+    }
 
 
 def overdue(job_id: str, attempt: int) -> WorkerWrite:

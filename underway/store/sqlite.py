@@ -54,7 +54,7 @@ from .rows import (
     choose,
     counts_by_queue,
     event_from_row,
-    expired,
+    expired_lease,
     finished_buckets_from_rows,
     finished_from_rows,
     idempotency_conflict,
@@ -752,7 +752,7 @@ class _Prepared:
         p = write_params(write, len(events), 0.0)
         row = [p["id"], p["attempt"], p["events"], p["progress"], p["set_checkpoint"], p["checkpoint"]]
         if write.status is not None:
-            row += [p["result"], p["error"], p["prompt"], p["run_at"], p["hand_back"]]
+            row += [p["result"], p["error"], p["prompt"], p["run_at"], p["hand_back"], p["crash"]]
         return cls(write, events, [dumps(e.data) for e in events], row)
 
 
@@ -834,10 +834,7 @@ def _append_many(conn: sqlite3.Connection, now: float, rows: Sequence[tuple[str,
 
 
 def _sweep(conn: sqlite3.Connection, now: float, cancel_grace: float) -> SweepResult:
-    writes = [
-        expired(job_id, attempt, max_attempts, bool(cancelling), now)
-        for job_id, attempt, max_attempts, cancelling in conn.execute(Q["expired_leases"], (now,)).fetchall()
-    ]
+    writes = [expired_lease(row, now) for row in conn.execute(Q["expired_leases"], (now,)).fetchall()]
     writes += [
         overdue(job_id, attempt)
         for job_id, attempt in conn.execute(Q["overdue_cancels"], (now - cancel_grace,)).fetchall()

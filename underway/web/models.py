@@ -212,6 +212,10 @@ class JobOut(BaseModel):
     run_at: str | None
     attempt: int
     max_attempts: int
+    crashes: int = Field(default=0, description="times the job lost its worker (its lease expired)")
+    crash_retries: int = Field(
+        default=2, description="times it may lose its worker and run again before it fails with WorkerLost"
+    )
     timeout: float | None
     lease_until: str | None
     worker_id: str | None

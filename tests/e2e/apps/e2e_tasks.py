@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,30 @@ def register(app: underway.App) -> underway.App:
             ctx.progress(elapsed, seconds, message="sleeping")
             await asyncio.sleep(0.02)
         return seconds
+
+    @app.task(name="nap")
+    def nap(ctx: underway.Context, seconds: float) -> float:
+        """A sync task stuck in one long call: it reports it started, then sleeps ``seconds``."""
+        ctx.progress(0, message="napping")
+        time.sleep(seconds)
+        ctx.progress(1, message="woke up")
+        return seconds
+
+    @app.task(name="nap_in_thread")
+    def nap_in_thread(ctx: underway.Context, seconds: float) -> float:
+        """``nap`` in a thread of its own that Python waits for at exit (not a daemon, though started
+        by one)."""
+        ctx.progress(0, message="napping in a thread")
+        sleeper = threading.Thread(target=time.sleep, args=(seconds,), name="e2e-sleeper", daemon=False)
+        sleeper.start()
+        sleeper.join()
+        return seconds
+
+    @app.task(name="kill_worker")
+    def kill_worker() -> None:
+        """Kills the worker running it with SIGKILL, every time: what a job that runs its worker
+        out of memory does."""
+        os.kill(os.getpid(), signal.SIGKILL)
 
     @app.task(name="greet")
     def greet(name: str, times: int = 1) -> str:

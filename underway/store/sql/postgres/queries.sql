@@ -4,18 +4,19 @@
 -- name: insert_jobs
 INSERT INTO underway_jobs (id, queue, task, args, status, priority, run_at, max_attempts, timeout,
                            owner, labels, batch_id, limit_key, limit_concurrency, rate_count,
-                           rate_per, idempotency_key, created_at, updated_at, last_seq)
+                           rate_per, idempotency_key, crash_retries, created_at, updated_at, last_seq)
 SELECT id, queue, task, args::json, 'queued', priority, run_at, max_attempts, timeout, owner,
        labels::jsonb, batch_id, limit_key, limit_concurrency, rate_count, rate_per,
-       idempotency_key, %(now)s, %(now)s, 1
+       idempotency_key, crash_retries, %(now)s, %(now)s, 1
 FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[],
             %(priorities)s::integer[], %(run_ats)s::double precision[], %(max_attempts)s::integer[],
             %(timeouts)s::double precision[], %(owners)s::text[], %(labels)s::text[],
             %(batch_ids)s::text[], %(limit_keys)s::text[], %(limit_concurrencies)s::integer[],
             %(rate_counts)s::integer[], %(rate_pers)s::double precision[],
-            %(idempotency_keys)s::text[])
+            %(idempotency_keys)s::text[], %(crash_retries)s::integer[])
      AS new (id, queue, task, args, priority, run_at, max_attempts, timeout, owner, labels,
-             batch_id, limit_key, limit_concurrency, rate_count, rate_per, idempotency_key)
+             batch_id, limit_key, limit_concurrency, rate_count, rate_per, idempotency_key,
+             crash_retries)
 ON CONFLICT ((COALESCE(owner, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -23,7 +24,7 @@ RETURNING id;
 -- Many jobs without idempotency keys (so nothing to conflict with): the rows of insert_jobs.
 COPY underway_jobs (id, queue, task, args, status, priority, run_at, max_attempts, timeout, owner,
                     labels, batch_id, limit_key, limit_concurrency, rate_count, rate_per,
-                    created_at, updated_at, last_seq)
+                    crash_retries, created_at, updated_at, last_seq)
 FROM STDIN;
 
 -- name: job_by_idempotency_keys
@@ -194,6 +195,7 @@ SET status = %(status)s, last_seq = last_seq + %(events)s, updated_at = %(now)s,
     error = CASE WHEN %(status)s = 'succeeded' THEN NULL ELSE coalesce(%(error)s::json, error) END,
     run_at = coalesce(%(run_at)s::double precision, run_at),
     max_attempts = max_attempts + %(hand_back)s,
+    crashes = crashes + %(crash)s,
     lease_until = CASE WHEN %(status)s IN ('running', 'waiting') THEN lease_until END,
     worker_id = CASE WHEN %(status)s IN ('running', 'waiting') THEN worker_id END,
     finished_at = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled') THEN %(now)s::double precision END,
@@ -234,7 +236,7 @@ RETURNING *;
 -- name: retry
 UPDATE underway_jobs
 SET status = 'queued', run_at = %(now)s, updated_at = %(now)s, max_attempts = %(max_attempts)s,
-    result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
+    crashes = 0, result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
     worker_id = NULL, cancel_requested = false, cancel_requested_at = NULL,
     last_seq = last_seq + 1
 WHERE id = %(id)s AND status IN ('succeeded', 'failed', 'cancelled')
@@ -267,7 +269,7 @@ SELECT * FROM underway_events WHERE id > %(after)s ORDER BY id LIMIT %(limit)s;
 SELECT coalesce(max(id), 0) AS position FROM underway_events;
 
 -- name: expired_leases
-SELECT id, attempt, max_attempts, cancel_requested FROM underway_jobs
+SELECT id, attempt, crashes, crash_retries, cancel_requested FROM underway_jobs
 WHERE status IN ('running', 'waiting') AND lease_until < %(now)s
 ORDER BY id;
 
@@ -364,7 +366,7 @@ UPDATE underway_batches SET cancelled = false, updated_at = %(now)s WHERE id = %
 -- {where}: the filter.
 UPDATE underway_jobs
 SET status = 'queued', run_at = %(now)s, updated_at = %(now)s,
-    max_attempts = attempt + %(extra)s,
+    max_attempts = attempt + %(extra)s, crashes = 0,
     result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
     worker_id = NULL, cancel_requested = false, cancel_requested_at = NULL,
     last_seq = last_seq + 1

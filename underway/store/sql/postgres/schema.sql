@@ -36,7 +36,9 @@ CREATE TABLE underway_jobs (
     limit_concurrency   integer,
     rate_count          integer,
     rate_per            double precision,
-    idempotency_key     text
+    idempotency_key     text,
+    crashes             integer NOT NULL DEFAULT 0,
+    crash_retries       integer NOT NULL DEFAULT 2
 ) WITH (fillfactor = 80);
 
 -- Claiming: the oldest job of the highest priority, in one queue or in any.

@@ -3,8 +3,8 @@
 -- name: insert_job
 INSERT INTO jobs (id, queue, task, args, status, priority, run_at, max_attempts, timeout, owner,
                   labels, batch_id, limit_key, limit_concurrency, rate_count, rate_per,
-                  idempotency_key, created_at, updated_at, last_seq)
-VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, 1);
+                  idempotency_key, crash_retries, created_at, updated_at, last_seq)
+VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18, 1);
 
 -- name: job_by_idempotency_key
 -- The key is unique per owner, no owner counting as '' (the expression of jobs_idempotency).
@@ -107,7 +107,7 @@ DELETE FROM workers WHERE last_seen < ?;
 -- name: fenced_touch
 -- The fenced writes of many jobs at once. :writes is a JSON array with one array per job:
 -- [id, attempt, events, progress, set_checkpoint, checkpoint, result, error, prompt, run_at,
---  hand_back], JSON values (progress, checkpoint…) given as strings holding their JSON text.
+--  hand_back, crash], JSON values (progress, checkpoint…) given as strings holding their JSON text.
 -- A job named twice would be updated once: the caller writes such a job in two statements.
 -- "+jobs.status": not by the status index (the planner's pick: every running job scanned per
 -- write), but one primary key lookup per write.
@@ -134,6 +134,7 @@ SET status = :status, last_seq = jobs.last_seq + w.events, updated_at = :now,
     error = CASE WHEN :status = 'succeeded' THEN NULL ELSE coalesce(w.error, jobs.error) END,
     run_at = coalesce(w.run_at, jobs.run_at),
     max_attempts = jobs.max_attempts + w.hand_back,
+    crashes = jobs.crashes + w.crash,
     lease_until = CASE WHEN :status IN ('running', 'waiting') THEN jobs.lease_until END,
     worker_id = CASE WHEN :status IN ('running', 'waiting') THEN jobs.worker_id END,
     finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled') THEN :now END,
@@ -144,7 +145,7 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS a
              json_extract(value, '$[4]') AS set_checkpoint, json_extract(value, '$[5]') AS checkpoint,
              json_extract(value, '$[6]') AS result, json_extract(value, '$[7]') AS error,
              json_extract(value, '$[8]') AS prompt, json_extract(value, '$[9]') AS run_at,
-             json_extract(value, '$[10]') AS hand_back
+             json_extract(value, '$[10]') AS hand_back, json_extract(value, '$[11]') AS crash
       FROM json_each(:writes)) AS w
 WHERE jobs.id = w.id AND jobs.attempt = w.attempt AND +jobs.status IN ({sources})
 RETURNING jobs.id, jobs.last_seq;
@@ -176,7 +177,7 @@ RETURNING *;
 
 -- name: retry
 UPDATE jobs
-SET status = 'queued', run_at = :now, updated_at = :now, max_attempts = :max_attempts,
+SET status = 'queued', run_at = :now, updated_at = :now, max_attempts = :max_attempts, crashes = 0,
     result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
     worker_id = NULL, cancel_requested = 0, cancel_requested_at = NULL,
     last_seq = last_seq + 1
@@ -204,7 +205,7 @@ SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?;
 SELECT coalesce(max(id), 0) FROM events;
 
 -- name: expired_leases
-SELECT id, attempt, max_attempts, cancel_requested FROM jobs
+SELECT id, attempt, crashes, crash_retries, cancel_requested FROM jobs
 WHERE status IN ('running', 'waiting') AND lease_until < ?;
 
 -- name: overdue_cancels
@@ -291,7 +292,7 @@ UPDATE batches SET cancelled = 0, updated_at = :now WHERE id = :id;
 
 -- name: retry_extra
 UPDATE jobs
-SET status = 'queued', run_at = :now, updated_at = :now, max_attempts = attempt + :extra,
+SET status = 'queued', run_at = :now, updated_at = :now, max_attempts = attempt + :extra, crashes = 0,
     result = NULL, error = NULL, prompt = NULL, finished_at = NULL, lease_until = NULL,
     worker_id = NULL, cancel_requested = 0, cancel_requested_at = NULL,
     last_seq = last_seq + 1

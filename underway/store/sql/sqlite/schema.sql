@@ -35,7 +35,10 @@ CREATE TABLE jobs (
     limit_concurrency   INTEGER,
     rate_count          INTEGER,
     rate_per            REAL,
-    idempotency_key     TEXT
+    idempotency_key     TEXT,
+    -- Added by 0005.
+    crashes             INTEGER NOT NULL DEFAULT 0,
+    crash_retries       INTEGER NOT NULL DEFAULT 2
 ) STRICT;
 
 -- Claiming: the oldest job of the highest priority, in one queue or in any.
