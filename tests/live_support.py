@@ -53,6 +53,9 @@ class Gates:
         self._closing.set()
 
     async def wait(self, name: str) -> None:
+        """Until the gate opens; it always yields to the loop once, so that a task that waits in
+        a loop for gates already open does not hold its event loop (and the server) to itself."""
+        await asyncio.sleep(0)
         gate = self._gate(name)
         deadline = time.monotonic() + GATE_LIMIT
         while not (gate.is_set() or self._closing.is_set()):

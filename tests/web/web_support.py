@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import pytest
@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 from live_support import Gates, wait_until
 from live_support import server_settings as server_settings  # the fixtures' and tests' import
+from pydantic import Field
 
 import underway
 from underway.web import create_app
@@ -53,7 +54,9 @@ def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
         return a + b
 
     @app.task(name="hold")
-    async def hold(ctx: underway.Context, gate: str, steps: int = 0) -> dict[str, Any]:
+    async def hold(
+        ctx: underway.Context, gate: str, steps: Annotated[int, Field(le=1000)] = 0
+    ) -> dict[str, Any]:
         """Run until ``gate`` opens; before that, one log and one progress per opened ``gate/i``."""
         for i in range(1, steps + 1):
             await gates.wait(f"{gate}/{i}")
@@ -74,8 +77,14 @@ def build_app(settings: underway.Settings, gates: Gates) -> underway.App:
         raise ValueError("boom")
 
     @app.task(name="flood")
-    async def flood(ctx: underway.Context, gate: str, count: int, size: int = 1000) -> int:
-        """Once ``gate`` opens, write ``count`` log lines of ``size`` characters."""
+    async def flood(
+        ctx: underway.Context,
+        gate: str,
+        count: Annotated[int, Field(le=10_000)],
+        size: Annotated[int, Field(le=10_000)] = 1000,
+    ) -> int:
+        """Once ``gate`` opens, write ``count`` log lines of ``size`` characters (bounded: the
+        fuzzed submissions of tests/web/test_web_schema.py run it too)."""
         await gates.wait(gate)
         for i in range(count):
             ctx.log.info(f"{i:08d} " + "x" * size)

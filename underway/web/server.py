@@ -34,6 +34,7 @@ from .api import API, Authenticate, stop_streams
 from .dashboard import PageMount
 from .errors import http_error_response, response_for
 from .guard import CSRF_HEADERS, check_serving
+from .openapi import with_tasks
 
 
 def create_app(
@@ -108,13 +109,14 @@ def create_app(
 
 
 def add_documentation(server: FastAPI, api: API) -> None:
-    """``/api/openapi.json`` and ``/api/docs``, for principals only when authentication is on
-    (the docs page passes its ``?token=`` on to the schema)."""
+    """``/api/openapi.json`` (with the registered tasks: :func:`~.openapi.with_tasks`) and
+    ``/api/docs``, for principals only when authentication is on (the docs page passes its
+    ``?token=`` on to the schema)."""
 
     @server.get("/api/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
         await api.guard.principal(request)
-        return JSONResponse(server.openapi())
+        return JSONResponse(with_tasks(server.openapi(), api.app.tasks))
 
     @server.get("/api/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
