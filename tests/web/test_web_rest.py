@@ -49,9 +49,11 @@ def test_submit_with_every_option(shared: LiveServer) -> None:
         priority=5,
         run_at=run_at.isoformat(),
         max_attempts=4,
+        crash_retries=5,
         timeout=12.5,
         labels={"user": "ada", "kind": "test"},
     )
+    assert (job["crash_retries"], job["crashes"]) == (5, 0)
     assert job["queue"] == "elsewhere"
     assert job["priority"] == 5
     assert iso(job["run_at"]) == run_at

@@ -75,6 +75,9 @@ class SubmitFields(StrictModel):
     )
     delay: float | None = Field(default=None, ge=0, le=366 * 86400, description="seconds from now")
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    crash_retries: int | None = Field(
+        default=None, ge=0, le=1000, description="times it may lose its worker and run again"
+    )
     timeout: float | None = Field(default=None, gt=0, le=366 * 86400)
     labels: dict[str, str] | None = None
     owner: str | None = Field(
@@ -88,6 +91,7 @@ class SubmitFields(StrictModel):
             delay=self.delay,
             run_at=None if self.run_at is None else self.run_at.timestamp(),
             max_attempts=self.max_attempts,
+            crash_retries=self.crash_retries,
             timeout=self.timeout,
             labels=self.labels,
             owner=self.owner,

@@ -596,6 +596,9 @@ export function JobPage({ id }) {
           <dt>Owner</dt><dd>${job.owner ?? html`<span class="muted">–</span>`}</dd>
           <dt>Priority</dt><dd>${job.priority}</dd>
           <dt>Attempt</dt><dd>${state.attempt ?? job.attempt} of ${job.max_attempts}</dd>
+          ${job.crashes
+            ? html`<dt>Lost its worker</dt><dd data-role="crashes">${job.crashes} of ${job.crash_retries} times allowed</dd>`
+            : null}
           <dt>Worker</dt><dd>${job.worker_id ? html`<code>${job.worker_id}</code>` : html`<span class="muted">–</span>`}</dd>
           ${job.timeout ? html`<dt>Timeout</dt><dd>${formatDuration(job.timeout)}</dd>` : null}
           <dt>Created</dt><dd><${Ago} at=${job.created_at} /></dd>
