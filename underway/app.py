@@ -19,6 +19,7 @@ from weakref import WeakKeyDictionary
 from .accounts import Accounts
 from .auth import DEFAULT_TOKEN_TTL, Principal, StreamToken
 from .batches import RUNNING_SHOWN, BatchView, queue_record
+from .bounds import check_labels, check_queue_name, checked_queue
 from .bus import Bus, Overflow
 from .config import Settings
 from .events import Event, dumps
@@ -120,6 +121,7 @@ class App:
         a lost machine) N times before it fails with ``WorkerLost``, without using up its
         ``retries`` (default: the ``crash_retries`` setting of the process that submits it).
         """
+        check_queue_name(queue)
         if retries < 0:
             raise ValueError("retries must not be negative")
         if crash_retries is not None and crash_retries < 0:
@@ -282,6 +284,7 @@ class App:
         """The job a submission would store (validated; nothing stored yet)."""
         task = self.get_task(task) if isinstance(task, str) else task
         run_at = _checked_run_at(options)
+        check_labels(options.labels, self.settings.label_bounds)
         crash_retries = self._crash_retries(task, options)
         return _new_job(task, new_job_id(), task.validate(args), options, run_at, batch_id, crash_retries)
 
@@ -490,6 +493,9 @@ class App:
             )
         if options.idempotency_key is not None:
             raise InvalidArguments("idempotency keys are for single jobs, not for batches")
+        if options.queue is not None:
+            checked_queue(options.queue)
+        check_labels(options.labels, self.settings.label_bounds)
         batch = NewBatch(
             id=new_job_id(),
             task=task.name,
@@ -637,15 +643,28 @@ class App:
         """Reach the store (a cheap read); raises what the store raises when it cannot."""
         await (await self._ready()).feed_position()
 
+    async def check_health(self) -> None:
+        """Return if the store can be read and written now; else raise ``StoreUnhealthy`` (it
+        answers but cannot write, or its SQLite file was deleted or replaced: ``reason`` says
+        which) or ``StoreError`` (it cannot be reached). Nothing it does stays written."""
+        await (await self._ready()).check_health()
+
+    def check_store_identity(self) -> None:
+        """Raise ``StoreGone`` if the SQLite file the store opened was deleted or replaced (one
+        ``stat``; nothing to check before the store opened, nor on PostgreSQL)."""
+        if self._store is not None:
+            self._store.check_identity()
+
     async def pause_queue(self, name: str) -> QueueInfo:
         """Start no more of the queue's jobs (on any worker); running ones go on."""
-        return await (await self._ready()).set_queue(name, paused=True)
+        return await (await self._ready()).set_queue(checked_queue(name), paused=True)
 
     async def resume_queue(self, name: str) -> QueueInfo:
-        return await (await self._ready()).set_queue(name, paused=False)
+        return await (await self._ready()).set_queue(checked_queue(name), paused=False)
 
     async def limit_queue(self, name: str, concurrency: int | None) -> QueueInfo:
         """Run at most ``concurrency`` of the queue's jobs at once over all workers (None: no limit)."""
+        checked_queue(name)
         if concurrency is not None and concurrency < 1:
             raise InvalidArguments("a queue's concurrency must be at least 1 (or None for no limit)")
         return await (await self._ready()).set_queue(name, concurrency=concurrency)
@@ -784,6 +803,8 @@ def _ids_by_task(jobs: Sequence[Job]) -> dict[str, tuple[str, ...]]:
 
 def _checked_run_at(options: SubmitOptions) -> float:
     """When a job submitted with ``options`` is due; ``InvalidArguments`` for a wrong option."""
+    if options.queue is not None:
+        checked_queue(options.queue)
     if options.run_at is not None and options.delay is not None:
         raise InvalidArguments("give either run_at or delay, not both")
     if options.max_attempts is not None and options.max_attempts < 1:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_batches import batch, queue, queues
+from .cli_doctor import doctor
 from .cli_keys import keys
 from .cli_state import CliState, console, parse_label, print_json, run
 from .config import Settings, parse_field
@@ -46,6 +47,10 @@ WORKER_FIELDS = (
     "poll_interval",
     "sweep_interval",
     "retention",
+    "max_log_line",
+    "max_log_lines",
+    "max_result_size",
+    "max_checkpoint_size",
 )
 
 
@@ -150,6 +155,10 @@ SERVER_FIELDS = (
     "max_batch_items",
     "max_json_depth",
     "max_args_size",
+    "max_listed_result",
+    "max_labels",
+    "max_label_key",
+    "max_label_value",
     "max_streams_per_user",
     "max_submissions_per_minute",
     "key_check_interval",
@@ -462,6 +471,7 @@ main.add_command(batch)
 main.add_command(queues)
 main.add_command(queue)
 main.add_command(keys)
+main.add_command(doctor)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import LabelBounds, TaskBounds, check_queue_name
 from .exceptions import ConfigError
 from .jobs import CRASH_RETRIES
 
@@ -92,6 +93,30 @@ class Settings:
     max_args_size: int = field(
         default=256 * 1024, metadata={"help": "largest arguments of one job, in bytes of JSON (422 above)"}
     )
+    max_log_line: int = field(
+        default=8192, metadata={"help": "longest log line of a task, in characters (cut with a marker above)"}
+    )
+    max_log_lines: int = field(
+        default=10_000,
+        metadata={"help": "log lines stored per job; further ones are counted, not stored"},
+    )
+    max_result_size: int = field(
+        default=1024 * 1024,
+        metadata={"help": "largest result of a task, in bytes of JSON (the job fails above)"},
+    )
+    max_checkpoint_size: int = field(
+        default=256 * 1024,
+        metadata={"help": "largest checkpoint of a task, in bytes of JSON (ctx.checkpoint() raises above)"},
+    )
+    max_listed_result: int = field(
+        default=4096,
+        metadata={"help": "largest result a job list or list stream shows, in bytes of JSON (a stub above)"},
+    )
+    max_labels: int = field(default=20, metadata={"help": "most labels of one job or batch (422 above)"})
+    max_label_key: int = field(default=64, metadata={"help": "longest label key, in characters (422 above)"})
+    max_label_value: int = field(
+        default=256, metadata={"help": "longest label value, in characters (422 above)"}
+    )
     max_streams_per_user: int = field(
         default=100,
         metadata={"help": "open streams and WebSocket subscriptions of one user, per server (429 above)"},
@@ -117,12 +142,26 @@ class Settings:
             "max_batch_items",
             "max_json_depth",
             "max_args_size",
+            "max_log_line",
+            "max_log_lines",
+            "max_result_size",
+            "max_checkpoint_size",
+            "max_listed_result",
+            "max_label_key",
+            "max_label_value",
             "max_streams_per_user",
             "max_submissions_per_minute",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0, not {getattr(self, name)}")
+        if self.max_labels < 0:
+            raise ConfigError(f"max_labels must not be negative, not {self.max_labels}")
+        for queue in self.queues:
+            try:
+                check_queue_name(queue)
+            except ValueError as exc:
+                raise ConfigError(f"queues: {exc}") from None
         if self.crash_retries < 0:
             raise ConfigError(f"crash_retries must not be negative, not {self.crash_retries}")
         if self.concurrency < 1:
@@ -136,6 +175,22 @@ class Settings:
             )
         if self.heartbeat_interval is not None and not 0 < self.heartbeat_interval < self.lease_timeout:
             raise ConfigError("heartbeat_interval must be greater than 0 and less than lease_timeout")
+
+    @property
+    def task_bounds(self) -> TaskBounds:
+        """What one running job may write (log lines, result, checkpoint)."""
+        return TaskBounds(
+            max_log_line=self.max_log_line,
+            max_log_lines=self.max_log_lines,
+            max_result_size=self.max_result_size,
+            max_checkpoint_size=self.max_checkpoint_size,
+        )
+
+    @property
+    def label_bounds(self) -> LabelBounds:
+        return LabelBounds(
+            max_labels=self.max_labels, max_label_key=self.max_label_key, max_label_value=self.max_label_value
+        )
 
     @property
     def heartbeat_every(self) -> float:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
+from .bounds import TaskBounds, capped_notice, checked_checkpoint, cut_line, dropped_notice, json_size
 from .events import NewEvent, dumps, log_event
 from .exceptions import Cancelled, UnderwayError
 from .progress import Progress
@@ -48,12 +50,37 @@ class TaskLog:
 
     Extra keyword arguments become the event's ``fields``. Lines also go to the standard
     ``underway.tasks`` logger when it is enabled for their level.
+
+    Bounded (see :class:`~underway.bounds.TaskBounds`): a line longer than ``max_log_line``
+    characters is cut with a marker (its event's ``truncated`` says how many characters were
+    cut; ``fields`` larger than that are left out, ``fields_truncated`` giving their size); a
+    job stores at most ``max_log_lines`` lines over all its attempts, further ones are counted
+    (one warning when the cap is reached, one with the count when the attempt ends).
     """
 
-    __slots__ = ("_ctx",)
+    __slots__ = ("_cap", "_ctx", "_dropped", "_lock", "_notice_due", "_stored")
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._cap = ctx._bounds.max_log_lines
+        self._lock = threading.Lock()
+        #: Log events the job has in the store (earlier attempts) or on their way there.
+        self._stored = 0
+        self._dropped = 0
+        #: Past the cap, a notice is due unless an earlier attempt wrote it (then the job
+        #: already has more log events than the cap).
+        self._notice_due = True
+
+    @property
+    def dropped(self) -> int:
+        """Log lines of this attempt counted, not stored (past ``max_log_lines``)."""
+        return self._dropped
+
+    def start_from(self, stored: int) -> None:
+        """The job already has ``stored`` log events (from earlier attempts)."""
+        with self._lock:
+            self._stored += stored
+            self._notice_due = self._stored <= self._cap
 
     def debug(self, message: str, *args: Any, **fields: Any) -> None:
         self._emit("debug", logging.DEBUG, message, args, fields)
@@ -70,13 +97,43 @@ class TaskLog:
     def _emit(
         self, level: str, number: int, message: str, args: tuple[Any, ...], fields: dict[str, Any]
     ) -> None:
-        text = message % args if args else message
+        limit = self._ctx._bounds.max_log_line
+        text, cut = cut_line(message % args if args else message, limit)
+        event = log_event(level, text)
+        if cut:
+            event.data["truncated"] = cut
         if fields:
-            _check_json(fields, "log fields")
+            size = json_size(_check_json(fields, "log fields"))
+            if size > limit:
+                event.data["fields_truncated"] = size
+            else:
+                event.data["fields"] = fields
         if _task_logger.isEnabledFor(number):
             _task_logger.log(number, "[%s] %s", self._ctx.job_id, printable(text))
-        self._ctx._logs.append(log_event(level, text, fields or None))
+        if not self._admit():
+            return
+        self._ctx._logs.append(event)
         self._ctx._control.mark()
+
+    def _admit(self) -> bool:
+        """Whether one more line is stored; past the cap it is counted, and the first one
+        dropped queues the notice."""
+        with self._lock:
+            if self._stored < self._cap:
+                self._stored += 1
+                return True
+            self._dropped += 1
+            notice = self._notice_due
+            self._notice_due = False
+        if notice:
+            self._ctx._logs.append(capped_notice(self._cap))
+            self._ctx._control.mark()
+        return False
+
+    def ending(self) -> None:
+        """The attempt ends: queue the count of the lines it dropped, if any."""
+        if self._dropped:
+            self._ctx._logs.append(dropped_notice(self._dropped, self._cap))
 
 
 class Context:
@@ -84,6 +141,7 @@ class Context:
 
     __slots__ = (
         "_asked",
+        "_bounds",
         "_checkpoint",
         "_control",
         "_current",
@@ -99,8 +157,9 @@ class Context:
         "log",
     )
 
-    def __init__(self, job: Job, control: RunControl) -> None:
+    def __init__(self, job: Job, control: RunControl, bounds: TaskBounds | None = None) -> None:
         self.job = job
+        self._bounds = bounds or TaskBounds()
         self.log = TaskLog(self)
         self._control = control
         self._current: float = 0
@@ -213,8 +272,12 @@ class Context:
     # -- checkpoints and questions -------------------------------------------------------
 
     def checkpoint(self, value: Any) -> None:
-        """Store a small JSON value with the job; a re-run reads it from ``last_checkpoint``."""
-        _check_json(value, "a checkpoint")
+        """Store a small JSON value with the job; a re-run reads it from ``last_checkpoint``.
+
+        Raises :class:`~underway.CheckpointTooLarge` for a value larger than
+        ``max_checkpoint_size`` bytes of JSON (nothing is stored then).
+        """
+        checked_checkpoint(value, self._bounds.max_checkpoint_size)
         self._checkpoint.append(value)
         self._last_checkpoint = value
         self._control.mark(urgent=True)
@@ -295,8 +358,8 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _check_json(value: Any, what: str) -> None:
+def _check_json(value: Any, what: str) -> str:
     try:
-        dumps(value)
+        return dumps(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} must be JSON data: {exc}") from None

@@ -5,7 +5,9 @@
     UnderwayError
     ├── ConfigError              a setting or URL is wrong
     ├── StoreError               the store failed (driver errors are translated into this)
-    │   └── SchemaError          the database schema is newer than this code, or broken
+    │   ├── SchemaError          the database schema is newer than this code, or broken
+    │   └── StoreUnhealthy       the store answers but cannot take writes (read-only, full)
+    │       └── StoreGone        the SQLite file was deleted or replaced under this process
     ├── JobNotFound              no job with that id (HTTP 404)
     ├── InvalidTransition        the job is not in a state that allows this (HTTP 409)
     ├── BatchTooLarge            more items than max_batch_items (HTTP 413)
@@ -15,6 +17,8 @@
     ├── Forbidden                the principal may not do this at all (HTTP 403)
     ├── TooManyRequests          a limit per user was reached (HTTP 429, ``retry_after`` seconds)
     ├── LeaseLost                the worker no longer holds this job (fenced write refused)
+    ├── ResultTooLarge           a task returned more than max_result_size (the job fails)
+    ├── CheckpointTooLarge       ctx.checkpoint() was given more than max_checkpoint_size
     ├── Cancelled                raised inside a task whose job was cancelled
     └── ServerError              the client: the server could not be reached, or answered an
                                  error with no better exception (``status`` and ``code`` tell)
@@ -49,6 +53,22 @@ class StoreError(UnderwayError):
 
 class SchemaError(StoreError):
     code = "schema_error"
+
+
+class StoreUnhealthy(StoreError):
+    """The store answers, but cannot be trusted with writes now: ``reason`` says why in a few
+    words that name no path or address (``/healthz`` shows it); the message adds where and what
+    to do. Its HTTP code stays ``store_error`` (503)."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason, details={"reason": reason})
+        self.reason = reason
+
+
+class StoreGone(StoreUnhealthy):
+    """The SQLite file this process opened is no longer the one at its path (deleted, or
+    another moved into place): its writes would reach nobody. It does not heal: the process
+    must be restarted to open the file now at the path."""
 
 
 class JobNotFound(UnderwayError):
@@ -115,6 +135,18 @@ class TooManyRequests(UnderwayError):
 
 class LeaseLost(UnderwayError):
     code = "lease_lost"
+
+
+class ResultTooLarge(UnderwayError):
+    """A task returned a result larger than ``max_result_size``: the job fails (not retried)."""
+
+    code = "result_too_large"
+
+
+class CheckpointTooLarge(UnderwayError):
+    """Raised in a task by ``ctx.checkpoint()`` for a value larger than ``max_checkpoint_size``."""
+
+    code = "checkpoint_too_large"
 
 
 class Cancelled(UnderwayError):

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .exceptions import UnderwayError
+from .exceptions import StoreGone, UnderwayError
 from .store import UNSET, Store, WorkerWrite
 
 if TYPE_CHECKING:
@@ -107,6 +107,9 @@ class Flusher:
         while True:
             try:
                 accepted = await self._store.record([write for _, write, _ in batch])
+                break
+            except StoreGone:  # it never heals: the writes are refused
+                accepted = [False] * len(batch)
                 break
             except UnderwayError:
                 failures += 1

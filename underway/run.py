@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from .bounds import json_size, result_too_large
 from .context import Context, TaskTimeout
 from .events import dumps, error_info, log_event
 from .exceptions import Cancelled, InvalidArguments, LeaseLost, UnderwayError
@@ -30,6 +32,11 @@ from .timefmt import now
 if TYPE_CHECKING:
     from .tasks import Task
     from .worker import Worker
+
+logger = logging.getLogger("underway.worker")
+
+#: A job whose last event number is at most this (``queued``, ``running``) has no log lines yet.
+FRESH_LAST_SEQ = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ class JobRun:
         self.job = job
         self.task = task
         self.lease = Lease(job.id, job.attempt)
-        self.ctx = Context(job, self)
+        self.ctx = Context(job, self, worker.settings.task_bounds)
         self.throttle = Throttle(progress_interval)
         self.rate = RateMeter()
         self.urgent = False
@@ -100,6 +107,7 @@ class JobRun:
 
     async def execute(self, threads: Executor) -> Verdict:
         """Start the body and return the first verdict."""
+        await self._count_logs()
         try:
             body = self._start(threads)
         except Exception as exc:
@@ -115,6 +123,15 @@ class JobRun:
             self.pause_timeout()
             for timer in self._timers:
                 timer.cancel()
+
+    async def _count_logs(self) -> None:
+        """Tell the context how many log lines earlier attempts stored (the cap is per job)."""
+        if self.job.last_seq <= FRESH_LAST_SEQ:
+            return
+        try:
+            self.ctx.log.start_from(await self.worker.store.log_lines(self.job.id))
+        except UnderwayError:
+            logger.exception("job %s: counting its log lines failed; counting from 0", self.job.id)
 
     def _start(self, threads: Executor) -> asyncio.Future[Any]:
         task = self.task
@@ -251,14 +268,10 @@ class JobRun:
     def final_write(self, verdict: Verdict) -> WorkerWrite | None:
         """How the attempt is recorded; ``None`` when it is not this worker's to record."""
         lease = self.lease
+        self.ctx.log.ending()
         match verdict:
             case Succeeded(value):
-                try:
-                    dumps(value)
-                except (TypeError, ValueError) as exc:
-                    problem = TypeError(f"the task's result cannot be stored as JSON: {exc}")
-                    return self._failure(error_info(problem), problem, retryable=False)
-                return WorkerWrite(lease=lease, status=Status.SUCCEEDED, result=value)
+                return self._success(value)
             case Stopped(forced):
                 reason = "cancel_grace" if forced else "cancelled"
                 return WorkerWrite(lease=lease, status=Status.CANCELLED, reason=reason)
@@ -276,6 +289,22 @@ class JobRun:
                 return self._failure(error_info(error), error, retryable=retryable)
             case _:
                 return None
+
+    def _success(self, value: Any) -> WorkerWrite:
+        """The end of an attempt that returned ``value``: a failure when it cannot be stored
+        (not JSON, or larger than ``max_result_size``; not retried: it would fail again)."""
+        problem: Exception
+        try:
+            text = dumps(value)
+        except (TypeError, ValueError) as exc:
+            problem = TypeError(f"the task's result cannot be stored as JSON: {exc}")
+            return self._failure(error_info(problem), problem, retryable=False)
+        limit = self.worker.settings.max_result_size
+        size = json_size(text)
+        if size > limit:
+            problem = result_too_large(size, limit)
+            return self._failure(error_info(problem), problem, retryable=False)
+        return WorkerWrite(lease=self.lease, status=Status.SUCCEEDED, result=value, result_json=text)
 
     def _failure(
         self, error: dict[str, Any], exc: BaseException | None, *, retryable: bool = True

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .bus import Overflow
 from .config import Settings
 from .events import EventType
-from .exceptions import LeaseLost, UnderwayError
+from .exceptions import LeaseLost, StoreGone, UnderwayError
 from .flusher import Flusher
 from .jobs import Status
 from .run import JobRun, Verdict
@@ -73,6 +73,9 @@ class Worker:
         #: The jobs whose sync bodies still ran when the worker stopped: their threads are
         #: abandoned (daemon threads, not waited for; their writes are refused).
         self.abandoned: list[str] = []
+        #: Why the worker stopped by itself: its SQLite file was deleted or replaced under it
+        #: (:meth:`run` raises it once the worker stopped).
+        self.failure: StoreGone | None = None
 
     @property
     def flusher(self) -> Flusher:
@@ -129,9 +132,12 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             self.flusher.close()
             await flushing
-            await self._forget()
+            if self.failure is None:
+                await self._forget()
             self._abandon_threads()
             logger.info("worker %s stopped", self.id)
+        if self.failure is not None:
+            raise self.failure
 
     def _abandon_threads(self) -> None:
         """Shut the task threads down without waiting for the busy ones (Python cannot stop a
@@ -182,6 +188,15 @@ class Worker:
         self._hand_back_all()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _give_up(self, gone: StoreGone) -> None:
+        """The database file was deleted or replaced: stop at once. Running jobs are handed
+        back (the store refuses their writes: they belong to a file nobody reads)."""
+        if self.failure is None:
+            self.failure = gone
+            logger.error("worker %s stops: %s", self.id, gone.message)
+        self.stop()
+        self.stop()  # the second stop hands running jobs back at once
+
     def _working(self) -> list[JobRun]:
         return [run for run in self.runs.values() if not run.waiting]
 
@@ -198,6 +213,12 @@ class Worker:
     # -- claiming --------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        try:
+            await self._claim_until_stopped()
+        except StoreGone as gone:
+            self._give_up(gone)
+
+    async def _claim_until_stopped(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             free = self.settings.concurrency - self.busy
@@ -211,6 +232,8 @@ class Worker:
                     self.id, self.settings.queues, limit, self.settings.lease_timeout
                 )
                 failures = 0
+            except StoreGone:
+                raise
             except UnderwayError:
                 failures += 1
                 logger.exception("claiming jobs failed (try %d)", failures)
@@ -381,6 +404,9 @@ class Worker:
             leases = [run.lease for run in runs]
             try:
                 beat = await self.store.heartbeat(self.info(), leases, self.settings.lease_timeout)
+            except StoreGone as gone:
+                self._give_up(gone)
+                return
             except UnderwayError:
                 logger.exception("heartbeat failed; leases expire in %gs", self.settings.lease_timeout)
                 continue

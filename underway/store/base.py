@@ -143,6 +143,8 @@ class WorkerWrite:
     checkpoint: Any = UNSET
     status: Status | None = None
     result: Any = None
+    #: ``result`` as JSON text when the worker encoded it already (to measure it): not encoded again.
+    result_json: str | None = None
     error: dict[str, Any] | None = None
     run_at: float | None = None
     prompt: dict[str, Any] | None = None
@@ -303,6 +305,17 @@ class Store(Protocol):
     async def migrate(self) -> list[str]:
         """Apply the migrations not yet applied; return their names."""
 
+    async def check_health(self) -> None:
+        """Return if the store can be read and written now; else raise ``StoreUnhealthy`` saying
+        why (it cannot write: read-only, full, no permission; SQLite: its file was deleted or
+        replaced, ``StoreGone``), or ``StoreError`` if it cannot be reached. It writes nothing
+        that stays: a write that changes nothing, rolled back."""
+
+    def check_identity(self) -> None:
+        """Raise ``StoreGone`` if the database this store opened is no longer the one its URL
+        names (SQLite: the file was deleted or another moved into place). Cheap enough to call
+        every few seconds; PostgreSQL has nothing to check."""
+
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert jobs as ``queued``, each with its first event, in one transaction."""
 
@@ -386,6 +399,10 @@ class Store(Protocol):
         limit: int = 1000,
         types: Sequence[str] = (),
     ) -> list[Event]: ...
+
+    async def log_lines(self, job_id: str) -> int:
+        """How many ``log`` events the job has (a re-run goes on counting towards ``max_log_lines``)."""
+        ...
 
     async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
         """Events of all jobs committed after feed position ``after``, and the new position."""

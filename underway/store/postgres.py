@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from ..events import Event, NewEvent, answer_event, dumps, status_event
-from ..exceptions import BatchNotFound, ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
+from ..exceptions import (
+    BatchNotFound,
+    ConfigError,
+    InvalidTransition,
+    JobNotFound,
+    SchemaError,
+    StoreError,
+    StoreUnhealthy,
+)
 from ..jobs import ACTIVE, TERMINAL, Job, Status
 from ..stats import FinishedBucket
 from . import sql
@@ -51,6 +59,7 @@ from .base import (
     search_texts,
 )
 from .changes import ChangeWatch
+from .postgres_health import write_problem
 from .rows import (
     LONGEST_RATE_WINDOW,
     Candidate,
@@ -281,6 +290,8 @@ class PostgresStore:
     def _migrate(self) -> list[str]:
         assert self._pool is not None
         known = sql.migrations("postgres")
+        if self._schema_current(known):
+            return []  # nothing to write: a read-only database opens too (its health says so)
         newest = max(m.version for m in known)
         with self._pool.connection() as conn, conn.transaction():
             # Two processes starting together: the second waits here, then finds nothing to do.
@@ -501,6 +512,31 @@ class PostgresStore:
     async def wait_for_change(self, token: int, timeout: float) -> int:
         return await self._watch().wait(token, timeout)
 
+    def _schema_current(self, known: Sequence[sql.Migration]) -> bool:
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            present = conn.execute(b"SELECT to_regclass('underway_migrations') IS NOT NULL AS yes").fetchone()
+            if present is None or not present["yes"]:
+                return False
+            done = {row["version"] for row in conn.execute(b"SELECT version FROM underway_migrations")}
+        return done == {m.version for m in known}
+
+    # -- health ----------------------------------------------------------------------------
+
+    def check_identity(self) -> None:
+        """Nothing to check: a PostgreSQL database has no file to lose under this process."""
+
+    async def check_health(self) -> None:
+        await self.open()
+        problem = await self._run(self._health_problem)
+        if problem is not None:
+            raise problem
+
+    def _health_problem(self) -> StoreUnhealthy | None:
+        assert self._pool is not None
+        with self._pool.connection() as conn:
+            return write_problem(conn)
+
     # -- submitting ------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
@@ -626,6 +662,10 @@ class PostgresStore:
             query, params["types"] = Q["events_after_types"], list(types)
         rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
         return [event_from_row(row) for row in rows]
+
+    async def log_lines(self, job_id: str) -> int:
+        rows = await self._read(lambda conn: conn.execute(Q["log_lines"], {"job_id": job_id}).fetchall())
+        return int(rows[0]["n"])
 
     async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
         rows = await self._read(

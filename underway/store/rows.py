@@ -330,7 +330,7 @@ def write_params(write: WorkerWrite, events: int, now: float) -> dict[str, Any]:
     if write.status is not None:
         params.update(
             status=write.status.value,
-            result=dumps(write.result) if write.status is Status.SUCCEEDED else None,
+            result=_result_json(write) if write.status is Status.SUCCEEDED else None,
             error=None if write.error is None else dumps(write.error),
             prompt=None if write.prompt is None else dumps(write.prompt),
             run_at=write.run_at,
@@ -338,6 +338,10 @@ def write_params(write: WorkerWrite, events: int, now: float) -> dict[str, Any]:
             crash=int(write.crash),
         )
     return params
+
+
+def _result_json(write: WorkerWrite) -> str:
+    return write.result_json if write.result_json is not None else dumps(write.result)
 
 
 def move_sources(target: Status) -> str:

@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from ..events import Event, NewEvent, answer_event, dumps, status_event
-from ..exceptions import BatchNotFound, ConfigError, InvalidTransition, JobNotFound, SchemaError, StoreError
+from ..exceptions import (
+    BatchNotFound,
+    ConfigError,
+    InvalidTransition,
+    JobNotFound,
+    SchemaError,
+    StoreError,
+    StoreGone,
+    StoreUnhealthy,
+)
 from ..jobs import ACTIVE, TERMINAL, Job, Status
 from ..stats import FinishedBucket
 from . import sql
@@ -74,6 +83,15 @@ from .rows import (
     write_params,
 )
 from .sqlite_connection import CommitDoorbell, FileLock, connect, lock_path
+from .sqlite_health import (
+    IDENTITY_CHECK_INTERVAL,
+    FileIdentity,
+    cannot_write,
+    logger,
+    read_only_problem,
+    room_problem,
+    write_problem,
+)
 
 T = TypeVar("T")
 #: How long a read or a write on the event loop's thread may wait for a busy database before it
@@ -131,6 +149,10 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._opened = False
+        #: The file the path named when the store opened it; what was found once it was not.
+        self._identity: FileIdentity | None = None
+        self._gone: StoreGone | None = None
+        self._identity_due = 0.0
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -140,12 +162,23 @@ class SQLiteStore:
 
     def _open(self) -> None:
         if not self._opened:
-            self._migrate()
+            try:
+                self._migrate()
+            except (sqlite3.Error, StoreError) as exc:
+                read_only = read_only_problem(self.path)
+                if read_only is None:
+                    raise
+                raise read_only from exc
 
     def _prepare(self) -> None:
         if self._lock is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(lock_path(self.path))
+            try:
+                self._lock = FileLock(lock_path(self.path))
+            except OSError as exc:  # a read-only filesystem or directory
+                raise read_only_problem(self.path) or cannot_write(
+                    self.path, f"cannot open its lock file ({exc.strerror})"
+                ) from exc
 
     async def close(self) -> None:
         here = asyncio.get_running_loop()
@@ -168,6 +201,7 @@ class SQLiteStore:
             self._lock = None
         self._write_conn = None
         self._opened = False
+        self._identity = self._gone = None
 
     async def migrate(self) -> list[str]:
         return await self._run(self._writer, self._migrate)
@@ -177,6 +211,8 @@ class SQLiteStore:
         assert self._lock is not None
         with self._lock:
             applied = self._apply_migrations(self._writer_conn())
+        if self._identity is None:
+            self._identity = FileIdentity.of(self.path)
         self._opened = True
         return applied
 
@@ -217,6 +253,7 @@ class SQLiteStore:
     # -- plumbing --------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        self.check_identity()  # else SQLite would make a new, empty file at the path
         conn = connect(self.path)
         with self._connections_lock:
             self._connections.append(conn)
@@ -256,6 +293,7 @@ class SQLiteStore:
         the loop; so does one that finds the database busy (a program that does not take the
         writers' lock is writing), which may wait for it up to the busy timeout.
         """
+        self._check_identity_soon()
         loop = asyncio.get_running_loop()
         done = await self._transaction_here(loop, fn) if rows <= INLINE_ROWS and self._opened else None
         if done is None:
@@ -329,7 +367,8 @@ class SQLiteStore:
         try:
             result = fn(conn, time.time())
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolled back already after some errors (a full disk)
+                conn.execute("ROLLBACK")
             raise
         changed = conn.total_changes != before
         conn.execute("COMMIT" if changed else "ROLLBACK")
@@ -361,6 +400,7 @@ class SQLiteStore:
             self._checkpoint_every = max(self._checkpoint_every // 2, 1)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._refuse_if_gone()
         return await self._run(self._readers, lambda: fn(self._reader_conn()))
 
     def _poke_all(self, here: asyncio.AbstractEventLoop) -> None:
@@ -374,6 +414,7 @@ class SQLiteStore:
         """A small read on the event loop's own thread: a hand-off to a reader thread costs more
         than a point lookup. Readers never wait for writers in WAL mode; in the rare case SQLite
         is busy anyway (recovering the WAL index), the read goes to a reader thread instead."""
+        self._refuse_if_gone()
         loop = asyncio.get_running_loop()
         conn = self._loop_connections.get(loop)
         if conn is None:
@@ -403,6 +444,47 @@ class SQLiteStore:
 
     async def wait_for_change(self, token: int, timeout: float) -> int:
         return await self._watch().wait(token, timeout)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def check_identity(self) -> None:
+        """``StoreGone`` if the file at the path is no longer the one this store opened (one
+        ``stat``); once it was found gone, every read and write is refused."""
+        if self._gone is None and self._identity is not None:
+            gone = self._identity.check(self.path)
+            if gone is not None:
+                self._gone = gone
+                logger.error("%s", gone.message)
+        self._refuse_if_gone()
+
+    def _refuse_if_gone(self) -> None:
+        if self._gone is not None:
+            raise StoreGone(self._gone.reason, self._gone.message)
+
+    def _check_identity_soon(self) -> None:
+        """:meth:`check_identity`, at most once per ``IDENTITY_CHECK_INTERVAL`` (every write)."""
+        now = time.monotonic()
+        if now >= self._identity_due:
+            self._identity_due = now + IDENTITY_CHECK_INTERVAL
+            self.check_identity()
+        self._refuse_if_gone()
+
+    async def check_health(self) -> None:
+        await self.open()
+        self.check_identity()
+        problem = await self._run(self._writer, self._health_problem)
+        if problem is not None:
+            raise problem
+
+    def _health_problem(self) -> StoreUnhealthy | None:
+        read_only = read_only_problem(self.path)
+        if read_only is not None:
+            return read_only
+        conn = self._writer_conn()
+        assert self._lock is not None
+        with self._lock:
+            problem = write_problem(conn, self.path)
+        return problem or room_problem(conn, self.path)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -537,6 +619,10 @@ class SQLiteStore:
         )
         rows = await self._read(lambda conn: conn.execute(query, params).fetchall())
         return [event_from_row(row) for row in rows]
+
+    async def log_lines(self, job_id: str) -> int:
+        row = await self._read(lambda conn: conn.execute(Q["log_lines"], (job_id,)).fetchone())
+        return int(row[0])
 
     async def feed(self, after: int, limit: int = 1000) -> tuple[list[Event], int]:
         rows = await self._quick_read(lambda conn: conn.execute(Q["feed"], (after, limit)).fetchall())

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from ..app import App
 from ..auth import ANONYMOUS, SESSION_COOKIE, Principal
+from ..bounds import listed
 from ..config import Settings
 from ..jobs import Status
 from ..quotas import Quotas
@@ -30,6 +31,7 @@ from .batches import add_batch_routes, add_queue_routes
 from .dashboard import Dashboard
 from .errors import ErrorRoute
 from .guard import CSRF, Authenticate, Guard, KeyWatch, Svc, credentials
+from .health import StoreWatch, store_health
 from .metrics import Metrics
 from .models import (
     IDS,
@@ -110,6 +112,7 @@ class API:
         self.sse_streams = StreamSet()
         self._stopping_loop: asyncio.AbstractEventLoop | None = None
         self.key_watch = KeyWatch(self.guard, settings.key_check_interval, self._open_streams)
+        self.store_watch = StoreWatch(app)
         API.instances.add(self)
         route_class = type(
             "Route", (ErrorRoute,), {"body_limit": settings.max_body_size, "guard": self.guard}
@@ -171,9 +174,11 @@ class API:
         await self.app.open()
         await self.guard.start()
         self.key_watch.start()
+        self.store_watch.start()
         try:
             yield
         finally:
+            await self.store_watch.stop()
             await self.key_watch.stop()
             await self.app.close()
 
@@ -235,7 +240,8 @@ def add_job_routes(api: API) -> None:
         )
         jobs = await service.list_jobs(found, limit=limit, before=cursor)
         next_cursor = jobs[-1].id if len(jobs) == limit else None
-        return JSONResponse({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor})
+        most = service.app.settings.max_listed_result
+        return JSONResponse({"jobs": [listed(job, most) for job in jobs], "next_cursor": next_cursor})
 
     @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
     async def get_job(job_id: str, service: Svc) -> JSONResponse:
@@ -360,12 +366,11 @@ def add_service_routes(api: API) -> None:
 
     @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     async def health() -> JSONResponse:
-        """Liveness and store reachability; needs no principal."""
-        try:
-            await api.app.ping()
-        except Exception as exc:
-            return JSONResponse({"ok": False, "store": f"unreachable: {type(exc).__name__}"}, status_code=503)
-        return JSONResponse({"ok": True, "store": "ok"})
+        """Liveness, and whether the store can be read and written (503 with the reason when
+        not: unreachable, cannot write, full, or its database file deleted or replaced); needs
+        no principal."""
+        body = await store_health(api.app)
+        return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
     @router.get("/metrics", response_class=Response, tags=["service"])
     async def metrics(service: Svc) -> Response:

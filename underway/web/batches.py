@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from ..app import MAX_BATCH
 from ..batches import BatchView
+from ..bounds import listed
 from ..bus import Overflow, Subscription
 from ..events import Event, EventType, dumps
 from ..exceptions import BatchTooLarge
@@ -147,7 +148,8 @@ def add_batch_routes(api: API) -> None:
         """The batch's jobs, newest first, optionally of some statuses."""
         jobs = await service.batch_items(batch_id, status=statuses(status or []), limit=limit, before=cursor)
         next_cursor = jobs[-1].id if len(jobs) == limit else None
-        return JSONResponse({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor})
+        most = service.app.settings.max_listed_result
+        return JSONResponse({"jobs": [listed(job, most) for job in jobs], "next_cursor": next_cursor})
 
     @router.get(
         "/batches/{batch_id}/results",

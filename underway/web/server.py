@@ -7,6 +7,7 @@ same process and event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import re
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import App
 from ..config import Settings
-from ..exceptions import UnderwayError
+from ..exceptions import StoreGone, UnderwayError
 from ..worker import Worker
 from .api import API, Authenticate, stop_streams
 from .dashboard import PageMount
@@ -64,7 +65,8 @@ def create_app(
                 if worker is not None and working is not None:
                     worker.stop()
                     worker.stop()  # a second stop hands running jobs back at once
-                    await working
+                    with contextlib.suppress(StoreGone):  # it said so when it stopped
+                        await working
 
     server = FastAPI(
         title="underway",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Header, Query, Response
 
 from ..auth import Principal
+from ..bounds import listed
 from ..bus import Overflow, Subscription
 from ..events import Event, EventType, dumps
 from ..exceptions import InvalidArguments
@@ -436,7 +437,8 @@ class _Filter:
             jobs = [job for job in found if job is not None and self._filter.matches(job)]
         else:
             jobs = await service.list_jobs(self._filter, limit=SNAPSHOT_LIMIT)
-        return {"jobs": [job.to_dict() for job in jobs]}
+        most = service.app.settings.max_listed_result
+        return {"jobs": [listed(job, most) for job in jobs]}
 
     async def _seen(self, job_id: str) -> bool:
         """Whether the job is visible and matches (``False`` for one gone)."""

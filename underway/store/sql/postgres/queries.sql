@@ -262,6 +262,9 @@ WHERE job_id = %(job_id)s AND seq > %(after)s AND type = ANY(%(types)s::text[])
 ORDER BY seq
 LIMIT %(limit)s;
 
+-- name: log_lines
+SELECT count(*) AS n FROM underway_events WHERE job_id = %(job_id)s AND type = 'log';
+
 -- name: feed
 SELECT * FROM underway_events WHERE id > %(after)s ORDER BY id LIMIT %(limit)s;
 

@@ -198,6 +198,9 @@ SELECT * FROM events
 WHERE job_id = ? AND seq > ? AND type IN (SELECT value FROM json_each(?))
 ORDER BY seq LIMIT ?;
 
+-- name: log_lines
+SELECT count(*) FROM events WHERE job_id = ? AND type = 'log';
+
 -- name: feed
 SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?;
 
