@@ -14,8 +14,6 @@ WebSocket ask :meth:`Guard.principal`; what the principal may then see and do is
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import ipaddress
 import logging
@@ -29,6 +27,7 @@ from starlette.requests import HTTPConnection, Request
 from ..auth import ANONYMOUS, KEY_PREFIX, SESSION_COOKIE, TOKEN_PREFIX, Principal
 from ..exceptions import ConfigError, Forbidden, Unauthenticated
 from ..service import Service
+from .periodic import Periodic
 
 if TYPE_CHECKING:
     from ..app import App
@@ -195,11 +194,13 @@ def credentials(conn: HTTPConnection) -> tuple[str | None, str]:
     return None, ""
 
 
-class KeyWatch:
+class KeyWatch(Periodic):
     """Ends the streams whose credentials stopped being valid: every ``interval`` seconds it
     asks the store which of the keys in use were revoked, and ends their streams (a token made
     with a revoked key ends too); with ``auth=auto`` it also turns authentication on once a key
     exists."""
+
+    name = "underway-key-watch"
 
     def __init__(
         self,
@@ -207,29 +208,16 @@ class KeyWatch:
         interval: float,
         open_streams: Callable[[], Iterable[tuple[Principal, Callable[[], Any]]]],
     ) -> None:
+        super().__init__(interval)
         self._guard = guard
-        self._interval = interval
         self._open_streams = open_streams
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="underway-key-watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check()
-            except Exception:
-                logger.exception("checking API keys for revocation failed; trying again")
+    async def tick(self) -> bool:
+        try:
+            await self.check()
+        except Exception:
+            logger.exception("checking API keys for revocation failed; trying again")
+        return True
 
     async def check(self) -> None:
         await self._guard.recheck()

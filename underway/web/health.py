@@ -9,11 +9,11 @@ once in its log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import StoreGone, StoreUnhealthy
+from .periodic import Periodic
 
 if TYPE_CHECKING:
     from ..app import App
@@ -39,35 +39,24 @@ async def store_health(app: App) -> dict[str, Any]:
     return {"ok": True, "store": "ok"}
 
 
-class StoreWatch:
+class StoreWatch(Periodic):
     """Every ``interval`` seconds, :meth:`~underway.App.check_store_identity`; logs once when
     the database file is gone (the store refuses every call from then on)."""
 
+    name = "underway-store-watch"
+
     def __init__(self, app: App, interval: float = STORE_CHECK_INTERVAL) -> None:
+        super().__init__(interval)
         self._app = app
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="underway-store-watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                self._app.check_store_identity()
-            except StoreGone as exc:
-                logger.error(
-                    "%s. Until then this server answers 503 to /healthz and to every request"
-                    " that needs the store",
-                    exc.message,
-                )
-                return
+    async def tick(self) -> bool:
+        try:
+            self._app.check_store_identity()
+        except StoreGone as exc:
+            logger.error(
+                "%s. Until then this server answers 503 to /healthz and to every request"
+                " that needs the store",
+                exc.message,
+            )
+            return False
+        return True
