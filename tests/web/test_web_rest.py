@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import HTTPConnection
 from web_support import LiveServer, StartServer, assert_error, wait_until
 
+from underway.auth import Principal
 from underway.events import Event, EventType
 from underway.jobs import Job, Status
 from underway.web.models import EventOut, JobOut
@@ -532,3 +534,14 @@ def test_body_not_utf8_is_422(shared: LiveServer) -> None:
     )
     error = assert_error(response, 422, "invalid_request")
     assert error["details"][0]["type"] == "json_invalid"
+
+
+def test_with_a_host_login_a_request_without_a_user_is_told_so(start: StartServer) -> None:
+    async def host_login(conn: HTTPConnection) -> Principal | None:
+        return Principal(owner="root", role="admin") if conn.headers.get("x-user") == "root" else None
+
+    live = start(authenticate=host_login, headers={"X-User": "root"})
+    assert live.client().get("/jobs").status_code == 200
+    with httpx.Client(base_url=live.api, trust_env=False) as stranger:
+        error = assert_error(stranger.get("/jobs"), 401, "unauthenticated")
+    assert "this app's own login found no user" in error["message"]

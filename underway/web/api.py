@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,10 +23,12 @@ from ..app import App
 from ..auth import ANONYMOUS, SESSION_COOKIE, Principal
 from ..bounds import listed
 from ..config import Settings
+from ..exceptions import StoreGone
 from ..jobs import Status
 from ..quotas import Quotas
 from ..stats import parse_window
 from ..timefmt import to_iso
+from ..worker import Worker
 from .assets import Assets
 from .batches import add_batch_routes, add_queue_routes
 from .dashboard import Dashboard
@@ -84,7 +87,9 @@ class API:
     ``authenticate`` is the host app's hook: given the request (or WebSocket), it returns a
     :class:`~underway.auth.Principal`, or ``None`` (then a built-in key or token is needed: 401,
     or close code 4401 for a WebSocket). ``standalone``: served by ``underway server`` (with
-    ``auth=auto``, authentication is then on when it listens beyond loopback).
+    ``auth=auto``, authentication is then on when it listens beyond loopback). ``with_worker``:
+    :meth:`lifespan` also runs a worker in this process (as ``underway dev`` does), stopped with
+    the server, its running jobs handed back.
     """
 
     #: Every API of this process, for :func:`stop_streams` (a server that shuts down).
@@ -97,8 +102,12 @@ class API:
         settings: Settings | None = None,
         authenticate: Authenticate | None = None,
         standalone: bool = False,
+        with_worker: bool = False,
     ) -> None:
         self.app = app
+        #: Run a worker in this process while the API is served (:meth:`lifespan`); may be
+        #: changed until the server starts (``--no-worker``: workers run apart).
+        self.with_worker = with_worker
         self.settings = settings = settings or app.settings
         self.guard = Guard(app, settings, authenticate, standalone=standalone)
         self.quotas = Quotas(
@@ -175,9 +184,16 @@ class API:
         await self.guard.start()
         self.key_watch.start()
         self.store_watch.start()
+        worker = Worker(self.app, settings=self.settings) if self.with_worker else None
+        working = asyncio.create_task(worker.run()) if worker is not None else None
         try:
             yield
         finally:
+            if worker is not None and working is not None:
+                worker.stop()
+                worker.stop()  # a second stop hands running jobs back at once
+                with contextlib.suppress(StoreGone):  # it said so when it stopped
+                    await working
             await self.store_watch.stop()
             await self.key_watch.stop()
             await self.app.close()

@@ -128,6 +128,11 @@ class Guard:
                 return found
         if not self.on:
             return ANONYMOUS
+        if self.authenticate is not None:
+            raise Unauthenticated(
+                "not signed in: this app's own login found no user for the request (or send an"
+                " underway API key as Authorization: Bearer, or ?token= with a stream token)"
+            )
         raise Unauthenticated(
             "authenticate: send Authorization: Bearer <API key> (underway keys create), or ?token= with"
             " a stream token (POST /stream-tokens)"

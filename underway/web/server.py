@@ -6,14 +6,10 @@ same process and event loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -29,8 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import App
 from ..config import Settings
-from ..exceptions import StoreGone, UnderwayError
-from ..worker import Worker
+from ..exceptions import UnderwayError
 from .api import API, Authenticate, stop_streams
 from .dashboard import PageMount
 from .errors import http_error_response, response_for
@@ -52,26 +47,12 @@ def create_app(
     """
     settings = settings or app.settings
     check_serving(settings)
-    api = API(app, settings=settings, authenticate=authenticate, standalone=True)
-
-    @asynccontextmanager
-    async def lifespan(_server: FastAPI) -> AsyncIterator[None]:
-        async with api.lifespan():
-            worker = Worker(app, settings=api.settings) if with_worker else None
-            working = asyncio.create_task(worker.run()) if worker is not None else None
-            try:
-                yield
-            finally:
-                if worker is not None and working is not None:
-                    worker.stop()
-                    worker.stop()  # a second stop hands running jobs back at once
-                    with contextlib.suppress(StoreGone):  # it said so when it stopped
-                        await working
+    api = API(app, settings=settings, authenticate=authenticate, standalone=True, with_worker=with_worker)
 
     server = FastAPI(
         title="underway",
         summary="Durable background jobs with live progress",
-        lifespan=lifespan,
+        lifespan=api.lifespan,
         openapi_url=None,  # served below, behind the guard
         docs_url=None,
         redoc_url=None,

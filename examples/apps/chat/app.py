@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,26 +124,10 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
     return Principal(owner=owner_of(session), role="user") if session else None
 
 
-jobs = API(app, authenticate=authenticate)
+jobs = API(app, authenticate=authenticate)  # its lifespan runs a worker too: serve() sets it
 
 
-@asynccontextmanager
-async def lifespan(site: FastAPI) -> AsyncIterator[None]:
-    async with jobs.lifespan():
-        worker = underway.Worker(app) if site.state.with_worker else None
-        working = asyncio.create_task(worker.run()) if worker else None
-        try:
-            yield
-        finally:
-            if worker is not None and working is not None:
-                worker.stop()
-                worker.stop()  # a second stop hands running jobs back at once
-                with contextlib.suppress(underway.StoreGone):
-                    await working
-
-
-site = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-site.state.with_worker = False  # main() turns it on unless --no-worker
+site = FastAPI(lifespan=jobs.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 site.include_router(jobs.router, prefix="/underway/api")
 site.mount("/underway/assets", jobs.assets, name="underway-assets")
 site.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -204,7 +185,7 @@ async def chat(message: Message, request: Request) -> dict[str, Any]:
 
 
 async def serve(host: str, port: int, with_worker: bool) -> None:
-    site.state.with_worker = with_worker
+    jobs.with_worker = with_worker
     server = Server(uvicorn.Config(site, host=host, port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():

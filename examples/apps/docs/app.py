@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -145,25 +143,11 @@ async def extract(ctx: underway.Context, document: str, name: str) -> dict[str, 
 # -- the web app -------------------------------------------------------------------------------
 
 
-jobs = API(app, authenticate=authenticate)  # with a hook, authentication is on
-WITH_WORKER = True  # main() turns it off for --no-worker
+# With a hook, authentication is on; the API's lifespan also runs a worker (main(): --no-worker).
+jobs = API(app, authenticate=authenticate, with_worker=True)
 
 
-@contextlib.asynccontextmanager
-async def lifespan(_site: FastAPI) -> AsyncIterator[None]:
-    async with jobs.lifespan():
-        worker = underway.Worker(app) if WITH_WORKER else None
-        working = asyncio.create_task(worker.run()) if worker else None
-        try:
-            yield
-        finally:
-            if worker and working:
-                worker.stop()
-                worker.stop()  # a second stop hands running jobs back at once
-                await working
-
-
-site = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+site = FastAPI(lifespan=jobs.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 site.include_router(jobs.router, prefix="/underway/api")
 site.mount("/underway/assets", jobs.assets, name="underway-assets")
 site.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -223,13 +207,12 @@ async def upload(request: Request, name: str) -> JSONResponse:
 
 
 def main() -> None:
-    global WITH_WORKER
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--no-worker", action="store_true", help="run workers apart (underway ... worker)")
     options = parser.parse_args()
-    WITH_WORKER = not options.no_worker
+    jobs.with_worker = not options.no_worker
     worker = f"no worker: run `underway --app {MODULE}:app worker`" if options.no_worker else "a worker"
     print(f"Documents: http://{options.host}:{options.port}/ ({worker})", flush=True)
     Server(uvicorn.Config(site, host=options.host, port=options.port, log_level="warning")).run()
