@@ -481,7 +481,7 @@ def test_headers_go_with_every_request(connect: Connect, tmp_path: Path) -> None
     app = register(underway.App(settings=app_settings(f"sqlite:///{tmp_path / 'auth.db'}")))
     server = LiveServer(app, authenticate=authenticate)
     try:
-        with pytest.raises(Unauthenticated, match="authenticate") as caught:
+        with pytest.raises(Unauthenticated, match="own login found no user") as caught:
             connect(server.api).tasks()
         assert caught.value.code == "unauthenticated"
         client = connect(server.api, headers={"Authorization": "Bearer s3cret"})
