@@ -110,7 +110,7 @@ class Settings:
     )
     max_listed_result: int = field(
         default=4096,
-        metadata={"help": "largest result a job list or list stream shows, in bytes of JSON (a stub above)"},
+        metadata={"help": "largest result a job list or list stream shows, bytes of JSON (above: its size)"},
     )
     max_labels: int = field(default=20, metadata={"help": "most labels of one job or batch (422 above)"})
     max_label_key: int = field(default=64, metadata={"help": "longest label key, in characters (422 above)"})

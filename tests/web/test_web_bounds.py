@@ -1,4 +1,4 @@
-"""Bounds over HTTP on both stores: a job in a list carries a large result as a stub (the job's
+"""Bounds over HTTP on both stores: a job in a list carries a large result as its size only (the job's
 own route has it whole), labels over the limits are refused with 422, queue names too."""
 
 from __future__ import annotations
@@ -41,17 +41,17 @@ def finished(live: LiveServer, text: str, **options: Any) -> dict[str, Any]:
     return live.wait_status(job["id"], "succeeded")
 
 
-def test_lists_carry_a_large_result_as_a_stub_and_the_job_has_it_whole(bounded: LiveServer) -> None:
+def test_lists_carry_only_the_size_of_a_large_result_and_the_job_has_it_whole(bounded: LiveServer) -> None:
     client = bounded.client()
     small = finished(bounded, "s" * 10, queue="big")
     large = finished(bounded, "x" * 1000, queue="big")
     whole = {"value": 0, "text": "x" * 1000}
     size = len(json.dumps(whole, separators=(",", ":")))
-    stub = {"truncated": True, "size": size}
+    truncated = {"truncated": True, "size": size}
 
     assert client.get(f"/jobs/{large['id']}").json()["result"] == whole
     listed = {job["id"]: job for job in client.get("/jobs", params={"limit": 50}).json()["jobs"]}
-    assert listed[large["id"]]["result"] == stub
+    assert listed[large["id"]]["result"] == truncated
     assert listed[small["id"]]["result"] == {"value": 0, "text": "s" * 10}
     unlisted = {k: v for k, v in listed[large["id"]].items() if k not in ("result", "updated_at")}
     assert unlisted == {k: v for k, v in large.items() if k not in ("result", "updated_at")}
@@ -64,7 +64,7 @@ def test_lists_carry_a_large_result_as_a_stub_and_the_job_has_it_whole(bounded: 
     with client.stream("GET", "/stream", params={"queue": "big"}) as response:
         snapshot = next(frame for frame in frames(response.iter_lines()) if frame.event == "snapshot")
     shown = {job["id"]: job["result"] for job in snapshot.json()["jobs"]}
-    assert shown == {large["id"]: stub, small["id"]: {"value": 0, "text": "s" * 10}}
+    assert shown == {large["id"]: truncated, small["id"]: {"value": 0, "text": "s" * 10}}
 
     with connect(bounded.ws_url, proxy=None, open_timeout=SOON) as ws:
         ws.send(json.dumps({"id": 1, "op": "subscribe", "queue": "big"}))
